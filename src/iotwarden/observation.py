@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-__all__ = ["FieldIssue", "Observation", "Rejection", "format_time"]
+__all__ = ["FieldIssue", "Observation", "Rejection", "format_time", "parse_time"]
 
 
 @dataclass(slots=True)
@@ -107,6 +107,14 @@ def format_time(epoch_seconds: float) -> str:
     moment = datetime.fromtimestamp(epoch_seconds, tz=timezone.utc)
     text = moment.isoformat(timespec="milliseconds" if epoch_seconds % 1 else "seconds")
     return text.replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> float:
+    """Parse an ISO 8601 time (naive means UTC) into epoch seconds."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
 
 
 def _where(source: str, line: int | None) -> str:

@@ -1,0 +1,47 @@
+"""Calibration of raw detector statistics to one scale.
+
+Every detector reports *surprise*: ``-log10`` of the tail probability of
+what it saw under that device's learned behaviour. Surprise 6 means a
+one-in-a-million event for that device, whatever the metric or detector, so
+one sensitivity setting serves the whole fleet.
+
+Standardised residuals are turned into two-sided tail probabilities of a
+Student-t distribution, whose heavier tails keep real sensors (which are
+rarely Gaussian) from looking astonishing at four standard deviations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import special
+
+__all__ = ["MAX_SURPRISE", "bonferroni", "surprise_from_z", "surprise_from_log_p"]
+
+# A tail probability below 1e-300 is clamped: the score stays finite for an
+# absurd value such as 1e308, and the alert still says "extremely unlikely".
+MAX_SURPRISE = 300.0
+
+
+def surprise_from_z(z: np.ndarray, df: float) -> np.ndarray:
+    """Return ``-log10`` of the two-sided Student-t tail probability of ``z``.
+
+    NaN in ``z`` (nothing scored) gives 0. The result is finite and in
+    ``[0, MAX_SURPRISE]``.
+    """
+    magnitude = np.abs(np.nan_to_num(z, nan=0.0, posinf=1e300, neginf=1e300))
+    # stdtr(df, -|z|) is the one-sided lower tail; doubling gives two-sided.
+    with np.errstate(divide="ignore", under="ignore"):
+        tail = 2.0 * special.stdtr(df, -magnitude)
+        surprise = -np.log10(np.minimum(tail, 1.0))
+    return np.clip(np.nan_to_num(surprise, nan=0.0, posinf=MAX_SURPRISE), 0.0, MAX_SURPRISE)
+
+
+def surprise_from_log_p(log10_p: np.ndarray) -> np.ndarray:
+    """Return surprise from ``log10`` tail probabilities, clamped and finite."""
+    return np.clip(np.nan_to_num(-log10_p, nan=0.0, posinf=MAX_SURPRISE), 0.0, MAX_SURPRISE)
+
+
+def bonferroni(surprise: np.ndarray, tests: np.ndarray | float) -> np.ndarray:
+    """Correct surprise for the number of tests made (``p * tests``)."""
+    count = np.maximum(np.asarray(tests, dtype=np.float64), 1.0)
+    return np.maximum(surprise - np.log10(count), 0.0)

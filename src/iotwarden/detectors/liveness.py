@@ -1,0 +1,133 @@
+"""Reporting behaviour: message rates, typical interval and silence.
+
+Per device the engine keeps the time of the last report, an exponentially
+weighted mean and variance of the interval between reports, and two decayed
+message counters (time constants 1 and 10 minutes) that become the derived
+metrics ``msg_rate_1m`` and ``msg_rate_10m`` in messages per minute. A burst
+of reports (DDoS participation, a flood) or a thinning of them (a device
+busy with something else) then shows as a spike or dip of these metrics.
+
+A device is *silent* once it has not reported for longer than
+``max(silence_factor * mean, mean + 10 * std, silence_min)`` of its own
+intervals. After a silence the rate counters restart at the device's
+typical rate, so no rate is computed across the gap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from iotwarden.engine.config import EngineConfig
+from iotwarden.engine.state import ArraySpec, ShardState
+
+__all__ = ["RATE_METRICS", "LivenessTracker", "RateUpdate"]
+
+RATE_METRICS = ("msg_rate_1m", "msg_rate_10m")
+_RATE_TIME_CONSTANTS = (60.0, 600.0)
+_INTERVAL_SPREAD = 10.0
+
+
+@dataclass(slots=True)
+class RateUpdate:
+    """Result of one round of reports: rates and the devices that resumed."""
+
+    rates: np.ndarray  # (n, 2) messages per minute; NaN while not ready
+    resumed: np.ndarray  # (n,) bool: this report ends a silence
+    gap_start: np.ndarray  # (n,) time of the last report before this one
+
+
+class LivenessTracker:
+    """Interval statistics, decayed rates and silence per device."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+
+    @staticmethod
+    def state_specs() -> dict[str, ArraySpec]:
+        return {
+            "last_time": ArraySpec("device", "f8", -np.inf),
+            "reports": ArraySpec("device", "f8", 0.0),
+            "interval_mean": ArraySpec("device", "f8", 0.0),
+            "interval_var": ArraySpec("device", "f8", 0.0),
+            "rate_fast": ArraySpec("device", "f8", 0.0),
+            "rate_slow": ArraySpec("device", "f8", 0.0),
+            "silent": ArraySpec("device", "?", False),
+        }
+
+    def silence_threshold(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
+        """Seconds without a report after which a device counts as silent."""
+        config = self.config
+        spread = mean + _INTERVAL_SPREAD * np.sqrt(np.maximum(var, 0.0))
+        return np.maximum(np.maximum(config.silence_factor * mean, spread), config.silence_min)
+
+    def interval_ready(self, reports: np.ndarray) -> np.ndarray:
+        return reports > self.config.warmup
+
+    def update(self, state: ShardState, slots: np.ndarray, times: np.ndarray) -> RateUpdate:
+        """Record one report per slot (each slot at most once) and return rates."""
+        last = state["last_time"][slots]
+        reports = state["reports"][slots]
+        mean = state["interval_mean"][slots]
+        var = state["interval_var"][slots]
+        seen_before = np.isfinite(last)
+        # Reports never move a device's clock backwards; a late one counts as
+        # arriving at the latest time seen.
+        now = np.where(seen_before, np.maximum(times, last), times)
+        interval = np.where(seen_before, now - last, 0.0)
+
+        ready = self.interval_ready(reports)
+        threshold = self.silence_threshold(mean, var)
+        gap = seen_before & ready & (interval > threshold)
+        resumed = gap | (state["silent"][slots] & seen_before)
+
+        # Interval statistics learn from normal gaps only.
+        learn = seen_before & ~gap
+        count = np.maximum(reports - 1.0, 0.0)
+        alpha = np.maximum(1.0 / (count + 1.0), 1.0 - 2.0 ** (-1.0 / self.config.slow_halflife))
+        if_ready_clip = np.where(ready, mean + _INTERVAL_SPREAD * np.sqrt(var) + 1e-9, np.inf)
+        clipped = np.minimum(interval, if_ready_clip)
+        delta = clipped - mean
+        new_mean = mean + alpha * delta
+        new_var = (1.0 - alpha) * (var + alpha * delta * delta)
+        mean = np.where(learn, new_mean, mean)
+        var = np.where(learn, new_var, var)
+        reports = reports + 1.0
+
+        # Decayed counters, restarted at the typical rate after a silence or
+        # when interval statistics first become ready.
+        typical = 60.0 / np.maximum(mean, 1e-3)
+        just_ready = self.interval_ready(reports) & ~ready
+        restart = just_ready | resumed
+        rates = np.full((len(slots), 2), np.nan)
+        for k, (name, tau) in enumerate(zip(("rate_fast", "rate_slow"), _RATE_TIME_CONSTANTS)):
+            previous = state[name][slots]
+            decayed = previous * np.exp(-interval / tau) + 60.0 / tau
+            value = np.where(restart, typical, decayed)
+            state[name][slots] = value
+            rates[:, k] = np.where(self.interval_ready(reports), value, np.nan)
+
+        state["last_time"][slots] = now
+        state["reports"][slots] = reports
+        state["interval_mean"][slots] = mean
+        state["interval_var"][slots] = var
+        state["silent"][slots] = False
+        return RateUpdate(rates=rates, resumed=resumed, gap_start=last)
+
+    def find_silent(self, state: ShardState, clock: float) -> np.ndarray:
+        """Mark and return the slots that fell silent by ``clock``."""
+        n = state.n_devices
+        if n == 0:
+            return np.empty(0, dtype=np.intp)
+        last = state["last_time"][:n]
+        threshold = self.silence_threshold(state["interval_mean"][:n], state["interval_var"][:n])
+        silent = (
+            ~state["silent"][:n]
+            & np.isfinite(last)
+            & self.interval_ready(state["reports"][:n])
+            & (clock - last > threshold)
+        )
+        found = np.flatnonzero(silent)
+        state["silent"][found] = True
+        return found

@@ -1,0 +1,822 @@
+"""The streaming engine: per-device state, detectors and alert decisions.
+
+Observations arrive in micro-batches. Each batch is split by shard (a
+device always maps to the same shard, by CRC-32 of its id) and then into
+*rounds* in which every device appears at most once, so every detector step
+is one vectorised operation over the devices of a round while each device
+still sees its own observations in order. Every round scores first and
+learns afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from iotwarden.decisions.alerts import Alert, Contribution, severity_for
+from iotwarden.decisions.book import AlertBook
+from iotwarden.decisions.calibration import MAX_SURPRISE, bonferroni
+from iotwarden.decisions import explain
+from iotwarden.detectors.base import DetectorScore, RoundView
+from iotwarden.detectors.baseline import BaselineDetector, ewm_alpha, predictive_scale
+from iotwarden.detectors.correlation import CorrelationDetector
+from iotwarden.detectors.drift import DriftDetector
+from iotwarden.detectors.liveness import RATE_METRICS, LivenessTracker
+from iotwarden.detectors.stuck import StuckDetector
+from iotwarden.engine.config import EngineConfig
+from iotwarden.engine.counters import CounterEvent, CounterTracker
+from iotwarden.engine.state import ArraySpec, ShardState
+from iotwarden.errors import IotwardenError
+from iotwarden.observation import Observation, format_time
+
+__all__ = ["BatchResult", "Engine", "FLEET_COHORT"]
+
+logger = logging.getLogger(__name__)
+
+FLEET_COHORT = "*"
+CHECKPOINT_VERSION = 1
+_METRIC_CHANNELS = ("spike", "drift", "stuck", "range")
+_COHORT_MAX_WEIGHT = 10_000.0  # cohort statistics forget like an average of this many values
+_LARGEST_LEARNABLE = 1e150  # larger magnitudes would overflow when squared
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one micro-batch produced.
+
+    ``score`` is the largest corrected surprise of each observation over all
+    detectors (0 where nothing was ready), ``ready`` whether any detector
+    could score it, ``flagged`` whether the device had an open alert after
+    it. ``alerts`` lists alerts opened in this batch and ``closed`` those
+    that closed in it, including alerts opened earlier.
+    """
+
+    score: np.ndarray
+    ready: np.ndarray
+    flagged: np.ndarray
+    alerts: list[Alert]
+    closed: list[Alert]
+
+
+class Engine:
+    """Per-device streaming anomaly detection.
+
+    Example:
+        >>> engine = Engine(EngineConfig())
+        >>> result = engine.process_batch([Observation("d1", 0.0, {"t": 20.0})])
+        >>> bool(result.ready[0])
+        False
+    """
+
+    def __init__(self, config: EngineConfig | None = None) -> None:
+        self.config = config or EngineConfig()
+        self.baseline = BaselineDetector()
+        self.drift = DriftDetector()
+        self.stuck = StuckDetector()
+        self.correlation = CorrelationDetector()
+        self.detectors = (self.baseline, self.drift, self.stuck, self.correlation)
+        self.liveness = LivenessTracker(self.config)
+        self.counters = CounterTracker(self.config)
+        self.book = AlertBook(self.config)
+        self.long_warmup = max(3 * self.config.warmup, 30)
+
+        specs: dict[str, ArraySpec] = {}
+        for detector in self.detectors:
+            specs.update(detector.state_specs())
+        specs.update(LivenessTracker.state_specs())
+        specs.update(
+            {
+                "cohort": ArraySpec("device", "i4", 0),
+                "blocked_since": ArraySpec("metric", "f8", np.nan),
+                "shadow_mean": ArraySpec("metric", "f8", 0.0),
+                "shadow_var": ArraySpec("metric", "f8", 0.0),
+                "shadow_count": ArraySpec("metric", "f4", 0.0),
+                "open_multivariate": ArraySpec("device", "i1", 0),
+                "quiet_multivariate": ArraySpec("device", "u1", 0),
+            }
+        )
+        for channel in _METRIC_CHANNELS:
+            specs[f"open_{channel}"] = ArraySpec("metric", "i1", 0)
+            specs[f"quiet_{channel}"] = ArraySpec("metric", "u1", 0)
+        self.shards = [ShardState(specs) for _ in range(self.config.shards)]
+        self.shard_devices: list[list[str]] = [[] for _ in self.shards]
+        self.device_index: dict[str, tuple[int, int]] = {}
+
+        self.metric_names: list[str] = []
+        self.metric_index: dict[str, int] = {}
+        self.derived: np.ndarray = np.zeros(0, dtype=bool)
+        self.limit_low = np.zeros(0)
+        self.limit_high = np.zeros(0)
+
+        self.cohort_names: list[str] = []
+        self.cohort_index: dict[str, int] = {}
+        self.cohort_weight = np.zeros((4, 8))
+        self.cohort_mean = np.zeros((4, 8))
+        self.cohort_m2 = np.zeros((4, 8))
+        self.cohort_devices = np.zeros((4, 8))
+        self._cohort(FLEET_COHORT)
+
+        if self.config.rate_features:
+            for name in RATE_METRICS:
+                self._metric(name, derived=True)
+
+        self.clock = -math.inf
+        self.observations = 0
+
+    # Registries -------------------------------------------------------------
+
+    @property
+    def n_metrics(self) -> int:
+        return len(self.metric_names)
+
+    @property
+    def n_devices(self) -> int:
+        return len(self.device_index)
+
+    def _metric(self, name: str, derived: bool = False) -> int:
+        column = self.metric_index.get(name)
+        if column is not None:
+            return column
+        column = len(self.metric_names)
+        self.metric_names.append(name)
+        self.metric_index[name] = column
+        self.derived = np.append(self.derived, derived)
+        low, high = self.config.limits.get(name, (-np.inf, np.inf))
+        self.limit_low = np.append(self.limit_low, float(low))
+        self.limit_high = np.append(self.limit_high, float(high))
+        for shard in self.shards:
+            shard.ensure_metrics(column + 1)
+        self._ensure_cohort_capacity(len(self.cohort_names), column + 1)
+        logger.debug("new metric %r in column %d", name, column)
+        return column
+
+    def _cohort(self, name: str) -> int:
+        index = self.cohort_index.get(name)
+        if index is not None:
+            return index
+        index = len(self.cohort_names)
+        self.cohort_names.append(name)
+        self.cohort_index[name] = index
+        self._ensure_cohort_capacity(index + 1, max(self.n_metrics, 1))
+        return index
+
+    def _ensure_cohort_capacity(self, cohorts: int, metrics: int) -> None:
+        rows, columns = self.cohort_weight.shape
+        if cohorts <= rows and metrics <= columns:
+            return
+        while rows < cohorts:
+            rows *= 2
+        while columns < metrics:
+            columns *= 2
+        for name in ("cohort_weight", "cohort_mean", "cohort_m2", "cohort_devices"):
+            old = getattr(self, name)
+            new = np.zeros((rows, columns))
+            new[: old.shape[0], : old.shape[1]] = old
+            setattr(self, name, new)
+
+    def _device(self, device: str, attributes: dict[str, str]) -> tuple[int, int]:
+        entry = self.device_index.get(device)
+        if entry is not None:
+            return entry
+        shard_number = zlib.crc32(device.encode()) % len(self.shards)
+        shard = self.shards[shard_number]
+        slot = shard.add_device()
+        cohort_name = FLEET_COHORT
+        for key in self.config.cohort_attribute:
+            value = attributes.get(key)
+            if value:
+                cohort_name = value
+                break
+        shard["cohort"][slot] = self._cohort(cohort_name)
+        self.shard_devices[shard_number].append(device)
+        entry = (shard_number, slot)
+        self.device_index[device] = entry
+        return entry
+
+    # Input ------------------------------------------------------------------
+
+    def process_batch(self, observations: Sequence[Observation]) -> BatchResult:
+        """Score and learn from one micro-batch of observations, in order."""
+        n = len(observations)
+        self.book.start_batch()
+        shard_of = np.empty(n, dtype=np.intp)
+        slot_of = np.empty(n, dtype=np.intp)
+        times = np.empty(n)
+        width = self.n_metrics + 8
+        cells: list[tuple[int, int, float]] = []
+        events: list[tuple[int, CounterEvent]] = []
+        metric_index = self.metric_index
+
+        for i, obs in enumerate(observations):
+            metrics = obs.metrics
+            if self.counters.needs_conversion(metrics):
+                metrics, counter_events = self.counters.convert(obs.device, obs.time, metrics)
+                events.extend((i, event) for event in counter_events)
+            shard_of[i], slot_of[i] = self._device(obs.device, obs.attributes)
+            times[i] = obs.time
+            for name, value in metrics.items():
+                column = metric_index.get(name)
+                if column is None:
+                    column = self._metric(name)
+                cells.append((i, column, value))
+
+        values = np.full((n, max(width, self.n_metrics)), np.nan)
+        if cells:
+            rows, columns, numbers = zip(*cells)
+            values[list(rows), list(columns)] = numbers
+        for i, event in events:
+            self._counter_alert(observations[i], event)
+        return self._process(shard_of, slot_of, times, values, observations)
+
+    def process_arrays(
+        self,
+        devices: Sequence[str],
+        times: np.ndarray,
+        values: np.ndarray,
+        metric_names: Sequence[str],
+        attributes: Sequence[dict[str, str]] | None = None,
+    ) -> BatchResult:
+        """Score a batch given as columns: ``values[i, k]`` is metric ``k`` of row ``i``.
+
+        NaN in ``values`` means missing. Counter conversion is not applied
+        on this path; it is meant for already validated numeric streams.
+        """
+        n = len(devices)
+        self.book.start_batch()
+        columns = [self._metric(name) for name in metric_names]
+        shard_of = np.empty(n, dtype=np.intp)
+        slot_of = np.empty(n, dtype=np.intp)
+        empty: dict[str, str] = {}
+        for i, device in enumerate(devices):
+            shard_of[i], slot_of[i] = self._device(device, attributes[i] if attributes else empty)
+        matrix = np.full((n, self.n_metrics), np.nan)
+        matrix[:, columns] = values
+        return self._process(shard_of, slot_of, np.asarray(times, dtype=np.float64), matrix, None)
+
+    def check_silence(self, clock: float) -> list[Alert]:
+        """Raise silence alerts for devices that stopped reporting by ``clock``.
+
+        A live service calls this on a timer; replays call it after every
+        batch with the latest event time.
+        """
+        self.clock = max(self.clock, clock)
+        raised = []
+        for number, shard in enumerate(self.shards):
+            for slot in self.liveness.find_silent(shard, self.clock):
+                raised.append(self._silence_alert(number, shard, int(slot), self.clock, ongoing=True))
+        return raised
+
+    def finish(self, clock: float | None = None) -> list[Alert]:
+        """End of stream: check silence once more and return alerts raised."""
+        self.book.start_batch()
+        if clock is not None or math.isfinite(self.clock):
+            self.check_silence(self.clock if clock is None else clock)
+        return list(self.book.opened)
+
+    @property
+    def open_alerts(self) -> list[Alert]:
+        return list(self.book.open.values())
+
+    # The round loop -----------------------------------------------------------
+
+    def _process(
+        self,
+        shard_of: np.ndarray,
+        slot_of: np.ndarray,
+        times: np.ndarray,
+        values: np.ndarray,
+        observations: Sequence[Observation] | None,
+    ) -> BatchResult:
+        n = len(times)
+        score = np.zeros(n)
+        ready = np.zeros(n, dtype=bool)
+        flagged = np.zeros(n, dtype=bool)
+        self._observations = observations
+
+        for number, shard in enumerate(self.shards):
+            rows = np.flatnonzero(shard_of == number) if len(self.shards) > 1 else np.arange(n)
+            if rows.size == 0:
+                continue
+            occurrence = _occurrence_rank(slot_of[rows])
+            last_round = int(occurrence.max())
+            for round_number in range(last_round + 1):
+                selected = rows if last_round == 0 else rows[occurrence == round_number]
+                self._round(number, shard, selected, slot_of[selected], times[selected], values, score, ready, flagged)
+
+        self.observations += n
+        if n:
+            self.check_silence(float(times.max()))
+        self._observations = None
+        return BatchResult(score, ready, flagged, list(self.book.opened), list(self.book.closed))
+
+    def _round(
+        self,
+        number: int,
+        shard: ShardState,
+        rows: np.ndarray,
+        slots: np.ndarray,
+        times: np.ndarray,
+        values: np.ndarray,
+        out_score: np.ndarray,
+        out_ready: np.ndarray,
+        out_flagged: np.ndarray,
+    ) -> None:
+        config = self.config
+        m = self.n_metrics
+
+        update = self.liveness.update(shard, slots, times)
+        if config.rate_features:
+            values[rows, 0:2] = update.rates
+        for index in np.flatnonzero(update.resumed):
+            self._end_silence(number, shard, int(slots[index]), float(times[index]), float(update.gap_start[index]))
+
+        view = self._view(shard, slots, rows, times, values[rows, :m])
+        spike = self.baseline.score(shard, view)
+        drift = self.drift.score(shard, view)
+        stuck = self.stuck.score(shard, view)
+        multivariate = self.correlation.score(shard, view)
+        out_of_range = view.present & ((view.x < self.limit_low[:m]) | (view.x > self.limit_high[:m]))
+
+        tests = np.maximum(view.present.sum(axis=1), 1)[:, None]
+        spike_score = bonferroni(spike.surprise, tests)
+        drift_score = bonferroni(drift.surprise, tests)
+        stuck_score = bonferroni(stuck.surprise, tests)
+        range_score = np.where(out_of_range, MAX_SURPRISE, 0.0)
+
+        # Flagged points stay out of the baselines; drift only freezes the slow one.
+        threshold = config.learn_threshold
+        flag_value = (spike.surprise >= threshold) | out_of_range
+        learn = view.present & ~flag_value & (stuck.surprise < threshold)
+        hold_slow = drift.surprise >= threshold
+        blocked = view.present & view.own_ready & (flag_value | hold_slow)
+        adopt = self._track_blocked(shard, view, learn, blocked)
+        view.hold_slow = hold_slow
+
+        multivariate_flag = multivariate.surprise[:, 0] >= threshold
+        self.baseline.learn(shard, view, learn)
+        self.drift.learn(shard, view, learn & ~hold_slow)
+        self.stuck.learn(shard, view, learn)
+        self.correlation.learn(shard, view, learn & ~multivariate_flag[:, None])
+        self._learn_cohorts(shard, view, learn)
+
+        self._update_metric_channel(number, shard, view, "spike", spike_score, spike.surprise, spike)
+        self._update_metric_channel(number, shard, view, "drift", drift_score, drift.surprise, drift)
+        self._update_metric_channel(number, shard, view, "stuck", stuck_score, stuck.surprise, stuck)
+        self._update_metric_channel(number, shard, view, "range", range_score, range_score, None)
+        self._update_multivariate(number, shard, view, multivariate)
+        if adopt.any():
+            self._adopt(number, shard, view, adopt)
+
+        row_score = np.maximum.reduce(
+            [spike_score.max(axis=1), drift_score.max(axis=1), stuck_score.max(axis=1), range_score.max(axis=1), multivariate.surprise[:, 0]]
+        )
+        out_score[rows] = row_score
+        out_ready[rows] = spike.ready.any(axis=1) | multivariate.ready[:, 0] | out_of_range.any(axis=1)
+        open_any = shard["open_multivariate"][slots] != 0
+        for channel in _METRIC_CHANNELS:
+            open_any |= (shard[f"open_{channel}"][slots, :m] != 0).any(axis=1)
+        out_flagged[rows] = open_any | shard["silent"][slots]
+
+    def _view(self, shard: ShardState, slots: np.ndarray, rows: np.ndarray, times: np.ndarray, x: np.ndarray) -> RoundView:
+        config = self.config
+        m = x.shape[1]
+        count = shard["count"][slots, :m]
+        mean_fast = shard["mean_fast"][slots, :m]
+        mean_slow = shard["mean_slow"][slots, :m]
+        resolution = shard["resolution"][slots, :m]
+        scale_fast = predictive_scale(shard["var_fast"][slots, :m], count, mean_fast, resolution, config.fast_halflife, config)
+        scale_slow = predictive_scale(shard["var_slow"][slots, :m], count, mean_slow, resolution, config.slow_halflife, config)
+
+        cohorts = shard["cohort"][slots]
+        c_weight, c_mean, c_scale, c_ready = self._cohort_tables(m)
+        return RoundView(
+            config=config,
+            slots=slots,
+            rows=rows,
+            times=times,
+            x=x,
+            present=~np.isnan(x),
+            derived=self.derived[:m],
+            count=count,
+            mean_fast=mean_fast,
+            scale_fast=scale_fast,
+            mean_slow=mean_slow,
+            scale_slow=scale_slow,
+            own_ready=count >= config.warmup,
+            long_ready=count >= self.long_warmup,
+            cohort_mean=c_mean[cohorts],
+            cohort_scale=c_scale[cohorts],
+            cohort_ready=c_ready[cohorts],
+        )
+
+    # Cohorts ------------------------------------------------------------------
+
+    def _cohort_tables(self, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        config = self.config
+        k = len(self.cohort_names)
+        weight = self.cohort_weight[:k, :m]
+        mean = self.cohort_mean[:k, :m]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.where(weight > 1, self.cohort_m2[:k, :m] / np.maximum(weight - 1, 1), 0.0)
+        floor = np.maximum(config.absolute_floor, config.relative_floor * np.abs(mean))
+        scale = np.sqrt(np.maximum(var, floor * floor) * (1.0 + 1.0 / np.maximum(weight, 1.0)))
+        ready = (weight >= config.cohort_warmup) & (self.cohort_devices[:k, :m] >= config.cohort_min_devices)
+        return weight, mean, scale, ready
+
+    def _learn_cohorts(self, shard: ShardState, view: RoundView, learn: np.ndarray) -> None:
+        m = view.n_metrics
+        usable = learn & (np.abs(np.nan_to_num(view.x)) < _LARGEST_LEARNABLE)
+        if not usable.any():
+            return
+        cohorts = shard["cohort"][view.slots]
+        x = np.where(usable, view.x, 0.0)
+        first_value = usable & (view.count == 0)
+        for cohort in np.unique(cohorts):
+            rows = cohorts == cohort
+            mask = usable[rows]
+            n_b = mask.sum(axis=0).astype(np.float64)
+            if not n_b.any():
+                continue
+            sums = x[rows].sum(axis=0)
+            mean_b = np.where(n_b > 0, sums / np.maximum(n_b, 1), 0.0)
+            centred = np.where(mask, x[rows] - mean_b, 0.0)
+            m2_b = (centred * centred).sum(axis=0)
+
+            n_a = self.cohort_weight[cohort, :m]
+            mean_a = self.cohort_mean[cohort, :m]
+            total = n_a + n_b
+            delta = mean_b - mean_a
+            with np.errstate(invalid="ignore", divide="ignore"):
+                share = np.where(total > 0, n_b / total, 0.0)
+            self.cohort_mean[cohort, :m] = mean_a + delta * share
+            m2 = self.cohort_m2[cohort, :m] + m2_b + delta * delta * n_a * share
+            # Forget old data like an average over _COHORT_MAX_WEIGHT values.
+            factor = np.where(total > _COHORT_MAX_WEIGHT, _COHORT_MAX_WEIGHT / np.maximum(total, 1.0), 1.0)
+            self.cohort_weight[cohort, :m] = total * factor
+            self.cohort_m2[cohort, :m] = m2 * factor
+            self.cohort_devices[cohort, :m] += first_value[rows].sum(axis=0)
+
+    # Level changes --------------------------------------------------------------
+
+    def _track_blocked(self, shard: ShardState, view: RoundView, learn: np.ndarray, blocked: np.ndarray) -> np.ndarray:
+        """Follow values kept out of the baseline; return cells to adopt."""
+        slots, m = view.slots, view.n_metrics
+        since = shard["blocked_since"][slots, :m]
+        mean = shard["shadow_mean"][slots, :m]
+        var = shard["shadow_var"][slots, :m]
+        count = shard["shadow_count"][slots, :m].astype(np.float64)
+        times = view.times[:, None]
+
+        starting = blocked & np.isnan(since)
+        continuing = blocked & ~starting
+        x = np.where(blocked, view.x, 0.0)
+        alpha = ewm_alpha(count, self.config.fast_halflife)
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = x - mean
+            new_mean = mean + alpha * delta
+            new_var = (1.0 - alpha) * (var + alpha * delta * delta)
+        broken = ~np.isfinite(new_mean) | ~np.isfinite(new_var)
+        new_mean = np.where(broken, x, new_mean)
+        new_var = np.where(broken, 0.0, new_var)
+
+        shard["shadow_mean"][slots, :m] = np.where(starting, x, np.where(continuing, new_mean, mean))
+        shard["shadow_var"][slots, :m] = np.where(starting, 0.0, np.where(continuing, new_var, var))
+        shard["shadow_count"][slots, :m] = np.where(starting, 1.0, np.where(continuing, count + 1.0, count))
+        since = np.where(starting, times, np.where(learn, np.nan, since))
+        shard["blocked_since"][slots, :m] = since
+        return continuing & (times - since >= self.config.adopt_after) & (count >= 3)
+
+    def _adopt(self, number: int, shard: ShardState, view: RoundView, adopt: np.ndarray) -> None:
+        """Accept a lasting new level as normal and close its alerts."""
+        row_index, columns = np.nonzero(adopt)
+        slots = view.slots[row_index]
+        mean = shard["shadow_mean"][slots, columns]
+        var = shard["shadow_var"][slots, columns]
+        for name in ("mean_fast", "mean_slow"):
+            shard[name][slots, columns] = mean
+        for name in ("var_fast", "var_slow"):
+            shard[name][slots, columns] = var
+        shard["blocked_since"][slots, columns] = np.nan
+        hours = self.config.adopt_after / 3600.0
+        for index, (row, column, slot) in enumerate(zip(row_index, columns, slots)):
+            time = float(view.times[row])
+            for channel in ("spike", "drift"):
+                key = (number, int(slot), channel, int(column))
+                if self.book.close(key, time, f"new level adopted as normal after {hours:g} h") is not None:
+                    shard[f"open_{channel}"][slot, column] = 0
+                    shard[f"quiet_{channel}"][slot, column] = 0
+            logger.info(
+                "device %s: %s settled at a new level %.4g; adopted as normal",
+                self.shard_devices[number][slot], self.metric_names[column], mean[index],
+            )
+
+    # Alerts ---------------------------------------------------------------------
+
+    def _update_metric_channel(
+        self,
+        number: int,
+        shard: ShardState,
+        view: RoundView,
+        channel: str,
+        corrected: np.ndarray,
+        raw: np.ndarray,
+        score: DetectorScore | None,
+    ) -> None:
+        config = self.config
+        slots, m = view.slots, view.n_metrics
+        open_state = shard[f"open_{channel}"][slots, :m]
+        quiet = shard[f"quiet_{channel}"][slots, :m]
+        is_open = open_state != 0
+
+        opening = ~is_open & (corrected >= config.open_threshold)
+        staying = is_open & view.present & (raw >= config.learn_threshold)
+        calm = is_open & view.present & ~staying
+        quiet = np.where(staying | opening, 0, np.where(calm, np.minimum(quiet.astype(np.int32) + 1, 255), quiet))
+        closing = calm & (quiet >= config.close_after)
+
+        if opening.any() or closing.any() or (is_open & (corrected >= config.open_threshold)).any():
+            for row, column in zip(*np.nonzero(opening)):
+                self._open_metric_alert(number, view, channel, int(row), int(column), corrected, score)
+            for row, column in zip(*np.nonzero(is_open & (corrected >= config.open_threshold))):
+                key = (number, int(view.slots[row]), channel, int(column))
+                self.book.raise_peak(key, float(corrected[row, column]), self._contribution(view, int(row), int(column), corrected, score))
+            for row, column in zip(*np.nonzero(closing)):
+                key = (number, int(view.slots[row]), channel, int(column))
+                self.book.close(key, float(view.times[row]), "returned to normal")
+
+        direction = score.direction if score is not None and score.direction is not None else np.sign(np.nan_to_num(view.x - self.limit_low[:m]))
+        new_state = np.where(opening, np.where(direction == 0, 1, direction), np.where(closing, 0, open_state))
+        shard[f"open_{channel}"][slots, :m] = new_state
+        shard[f"quiet_{channel}"][slots, :m] = np.where(closing, 0, quiet)
+
+    def _contribution(
+        self, view: RoundView, row: int, column: int, surprise: np.ndarray, score: DetectorScore | None
+    ) -> Contribution:
+        value = float(view.x[row, column])
+        if score is None or score.expected is None or score.scale is None:
+            low = float(self.limit_low[column])
+            high = float(self.limit_high[column])
+            return Contribution(self.metric_names[column], value, None, low, high, float(surprise[row, column]))
+        expected = float(score.expected[row, column])
+        spread = 3.0 * float(score.scale[row, column])
+        return Contribution(
+            self.metric_names[column], value, expected, expected - spread, expected + spread, float(surprise[row, column])
+        )
+
+    def _open_metric_alert(
+        self,
+        number: int,
+        view: RoundView,
+        channel: str,
+        row: int,
+        column: int,
+        corrected: np.ndarray,
+        score: DetectorScore | None,
+    ) -> None:
+        slot = int(view.slots[row])
+        shard = self.shards[number]
+        device = self.shard_devices[number][slot]
+        cohort_name = self.cohort_names[int(shard["cohort"][slot])]
+        surprise = float(corrected[row, column])
+        main = self._contribution(view, row, column, corrected, score)
+        from_cohort = bool(score is not None and score.from_cohort is not None and score.from_cohort[row, column])
+
+        if channel == "spike":
+            others = [
+                self._contribution(view, row, other, corrected, score)
+                for other in np.argsort(-corrected[row])[:3]
+                if other != column and corrected[row, other] >= 2.0
+            ][:2]
+            category = "spike" if main.value is not None and main.expected is not None and main.value > main.expected else "dip"
+            text = explain.describe_spike(main, others, cohort_name if from_cohort else None)
+            metrics = [main, *others]
+        elif channel == "drift":
+            category = "drift"
+            text = explain.describe_drift(main, float(view.mean_fast[row, column]), None)
+            metrics = [main]
+        elif channel == "stuck":
+            category = "stuck"
+            run = int(self.shards[number]["run_length"][slot, column])
+            text = explain.describe_stuck(main, run, int(self.shards[number]["max_run"][slot, column]))
+            metrics = [main]
+        else:
+            category = "out_of_range"
+            text = explain.describe_range(main)
+            metrics = [main]
+
+        alert = Alert(
+            device=device,
+            time=float(view.times[row]),
+            category=category,
+            severity=severity_for(surprise, self.config.open_threshold) if channel != "range" else "high",
+            score=surprise,
+            detector=channel if channel != "spike" else "baseline",
+            metrics=metrics,
+            explanation=text,
+            cohort=cohort_name,
+            baseline="cohort" if from_cohort else "device",
+        )
+        self._attach_source(alert, int(view.rows[row]))
+        self.book.raise_alert((number, slot, channel, column), alert)
+
+    def _update_multivariate(self, number: int, shard: ShardState, view: RoundView, score: DetectorScore) -> None:
+        config = self.config
+        slots = view.slots
+        surprise = score.surprise[:, 0]
+        ready = score.ready[:, 0]
+        is_open = shard["open_multivariate"][slots] != 0
+        quiet = shard["quiet_multivariate"][slots].astype(np.int32)
+        opening = ~is_open & ready & (surprise >= config.open_threshold)
+        calm = is_open & ready & (surprise < config.learn_threshold)
+        quiet = np.where(calm, np.minimum(quiet + 1, 255), np.where(is_open, 0, quiet))
+        closing = calm & (quiet >= config.close_after)
+
+        for row in np.flatnonzero(opening):
+            self._open_multivariate_alert(number, shard, view, int(row), score)
+        for row in np.flatnonzero(is_open & (surprise >= config.open_threshold)):
+            self.book.raise_peak((number, int(slots[row]), "multivariate", -1), float(surprise[row]), None)
+        for row in np.flatnonzero(closing):
+            self.book.close((number, int(slots[row]), "multivariate", -1), float(view.times[row]), "returned to normal")
+        shard["open_multivariate"][slots] = np.where(opening, 1, np.where(closing, 0, shard["open_multivariate"][slots]))
+        shard["quiet_multivariate"][slots] = np.where(closing | opening, 0, quiet)
+
+    def _open_multivariate_alert(self, number: int, shard: ShardState, view: RoundView, row: int, score: DetectorScore) -> None:
+        slot = int(view.slots[row])
+        assert score.detail is not None
+        pair = int(score.detail[row])
+        first, second = (int(c) for c in (self.correlation.pairs(view.n_metrics)[0][pair], self.correlation.pairs(view.n_metrics)[1][pair]))
+        power = shard["residual_power"][slot]
+        cross = float(shard["residual_cross"][slot, pair])
+        rho = cross / math.sqrt(max(float(power[first]) * float(power[second]), 1e-12))
+        contributions = []
+        deviations = []
+        for column in (first, second):
+            value = float(view.x[row, column])
+            expected = float(view.mean_fast[row, column])
+            spread = 3.0 * float(view.scale_fast[row, column])
+            deviations.append((value - expected) / max(float(view.scale_fast[row, column]), 1e-300))
+            contributions.append(Contribution(self.metric_names[column], value, expected, expected - spread, expected + spread, float(score.surprise[row, 0])))
+        surprise = float(score.surprise[row, 0])
+        alert = Alert(
+            device=self.shard_devices[number][slot],
+            time=float(view.times[row]),
+            category="multivariate",
+            severity=severity_for(surprise, self.config.open_threshold),
+            score=surprise,
+            detector="multivariate",
+            metrics=contributions,
+            explanation=explain.describe_multivariate(contributions[0], contributions[1], rho, deviations[0], deviations[1]),
+            cohort=self.cohort_names[int(shard["cohort"][slot])],
+        )
+        self._attach_source(alert, int(view.rows[row]))
+        self.book.raise_alert((number, slot, "multivariate", -1), alert)
+
+    def _silence_alert(self, number: int, shard: ShardState, slot: int, clock: float, ongoing: bool) -> Alert:
+        last = float(shard["last_time"][slot])
+        mean = float(shard["interval_mean"][slot])
+        threshold = float(self.liveness.silence_threshold(np.array([mean]), np.array([shard["interval_var"][slot]]))[0])
+        gap = clock - last
+        surprise = max(self.config.open_threshold, min(gap / max(mean, 1e-9) / math.log(10), MAX_SURPRISE))
+        alert = Alert(
+            device=self.shard_devices[number][slot],
+            time=last,
+            category="silence",
+            severity="medium",
+            score=surprise,
+            detector="liveness",
+            metrics=[Contribution("report_interval_s", gap, mean, None, threshold, surprise)],
+            explanation=explain.describe_silence(gap, mean, threshold, ongoing),
+            cohort=self.cohort_names[int(shard["cohort"][slot])],
+            details={"silent_since": format_time(last), "detected_at": format_time(last + threshold)},
+        )
+        key = (number, slot, "silence", -1)
+        return self.book.raise_alert(key if ongoing else None, alert)
+
+    def _end_silence(self, number: int, shard: ShardState, slot: int, time: float, gap_start: float) -> None:
+        key = (number, slot, "silence", -1)
+        if self.book.get(key) is not None:
+            self.book.close(key, time, "device reported again")
+            return
+        # The whole gap fell inside one batch: record it as a closed event.
+        shard["last_time"][slot] = gap_start
+        alert = self._silence_alert(number, shard, slot, time, ongoing=False)
+        alert.end_time = time
+        alert.close_reason = "device reported again"
+        shard["last_time"][slot] = time
+
+    def _counter_alert(self, obs: Observation, event: CounterEvent) -> None:
+        number, slot = self.device_index[obs.device]
+        alert = Alert(
+            device=obs.device,
+            time=obs.time,
+            category="counter_reset" if event.kind == "reset" else "invalid_value",
+            severity="info",
+            score=0.0,
+            detector="counter",
+            metrics=[Contribution(event.metric, event.value, event.previous, None, None, 0.0)],
+            explanation=event.message,
+            cohort=self.cohort_names[int(self.shards[number]["cohort"][slot])],
+            source=obs.source,
+            line=obs.line,
+        )
+        self.book.raise_alert(None, alert)
+
+    def _attach_source(self, alert: Alert, row: int) -> None:
+        observations = self._observations
+        if observations is not None:
+            alert.source = observations[row].source
+            alert.line = observations[row].line
+
+    # Checkpoints ----------------------------------------------------------------
+
+    def state_bytes_per_device(self, n_metrics: int | None = None) -> int:
+        """Bytes of detector state per device at ``n_metrics`` metric columns."""
+        return self.shards[0].nbytes_per_device(self.n_metrics if n_metrics is None else n_metrics)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the whole engine state to ``path`` (atomically replaced)."""
+        meta = {
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.to_dict(),
+            "metrics": self.metric_names,
+            "derived": self.derived.tolist(),
+            "cohorts": self.cohort_names,
+            "shard_devices": self.shard_devices,
+            "clock": self.clock if math.isfinite(self.clock) else None,
+            "observations": self.observations,
+            "counters": self.counters.snapshot(),
+            "book": self.book.snapshot(),
+        }
+        arrays: dict[str, np.ndarray] = {"meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)}
+        for number, shard in enumerate(self.shards):
+            for name, array in shard.snapshot().items():
+                arrays[f"shard{number}.{name}"] = array
+        k, m = len(self.cohort_names), self.n_metrics
+        for name in ("cohort_weight", "cohort_mean", "cohort_m2", "cohort_devices"):
+            arrays[name] = getattr(self, name)[:k, :m]
+
+        target = Path(path)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        temporary = target.with_name(target.name + ".tmp")
+        temporary.write_bytes(buffer.getvalue())
+        os.replace(temporary, target)
+        logger.info("saved engine state: %d devices, %d metrics to %s", self.n_devices, m, target)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Engine:
+        """Rebuild an engine saved with :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as error:
+            raise IotwardenError(f"cannot read engine state from {path}: {error}") from error
+        meta = json.loads(arrays.pop("meta").tobytes())
+        if meta.get("version") != CHECKPOINT_VERSION:
+            raise IotwardenError(f"engine state {path} has version {meta.get('version')}, expected {CHECKPOINT_VERSION}")
+
+        engine = cls(EngineConfig.from_dict(meta["config"]))
+        for name, derived in zip(meta["metrics"], meta["derived"]):
+            engine._metric(name, derived=derived)
+        for name in meta["cohorts"]:
+            engine._cohort(name)
+        m = engine.n_metrics
+        for number, devices in enumerate(meta["shard_devices"]):
+            shard = engine.shards[number]
+            prefix = f"shard{number}."
+            shard.restore(len(devices), m, {key[len(prefix):]: value for key, value in arrays.items() if key.startswith(prefix)})
+            engine.shard_devices[number] = list(devices)
+            for slot, device in enumerate(devices):
+                engine.device_index[device] = (number, slot)
+        k = len(engine.cohort_names)
+        engine._ensure_cohort_capacity(k, m)
+        for name in ("cohort_weight", "cohort_mean", "cohort_m2", "cohort_devices"):
+            getattr(engine, name)[:k, :m] = arrays[name]
+        engine.clock = -math.inf if meta["clock"] is None else meta["clock"]
+        engine.observations = meta["observations"]
+        engine.counters.restore(meta["counters"])
+        engine.book.restore(meta["book"])
+        return engine
+
+
+def _occurrence_rank(slots: np.ndarray) -> np.ndarray:
+    """For each row, how many earlier rows of the batch have the same slot."""
+    n = slots.size
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    order = np.argsort(slots, kind="stable")
+    ordered = slots[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
+    rank = np.empty(n, dtype=np.intp)
+    rank[order] = np.arange(n) - group_start
+    return rank
