@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iotwarden.decisions.calibration import surprise_from_z
+from iotwarden.decisions.calibration import surprise_from_z, zero_nan
 from iotwarden.detectors.base import Detector, DetectorScore, RoundView
 from iotwarden.engine.config import EngineConfig
 from iotwarden.engine.state import ArraySpec, ShardState
@@ -100,7 +100,7 @@ class BaselineDetector(Detector):
         ready = own | cohort
         surprise[~ready] = 0.0
 
-        direction = np.sign(np.nan_to_num(z)).astype(np.int8)
+        direction = np.sign(zero_nan(z)).astype(np.int8)
         expected = np.where(own, view.mean_slow, view.cohort_mean)
         scale = np.where(own, view.scale_slow, view.cohort_scale)
         return DetectorScore(surprise, ready, direction, expected, scale, from_cohort=cohort)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iotwarden.decisions.calibration import bonferroni, surprise_from_z
+from iotwarden.decisions.calibration import bonferroni, surprise_from_z, zero_nan
 from iotwarden.detectors.base import Detector, DetectorScore, RoundView
 from iotwarden.detectors.baseline import ewm_alpha
 from iotwarden.engine.state import ArraySpec, ShardState, pair_count
@@ -64,7 +64,7 @@ class CorrelationDetector(Detector):
     def _residuals(self, view: RoundView) -> np.ndarray:
         with np.errstate(invalid="ignore", over="ignore"):
             r = (view.x - view.mean_fast) / view.scale_fast
-        return np.clip(np.nan_to_num(r, nan=0.0), -_RESIDUAL_CLIP, _RESIDUAL_CLIP)
+        return np.clip(zero_nan(r), -_RESIDUAL_CLIP, _RESIDUAL_CLIP)
 
     def score(self, state: ShardState, view: RoundView) -> DetectorScore:
         n, m = view.x.shape
@@ -83,15 +83,14 @@ class CorrelationDetector(Detector):
 
         with np.errstate(invalid="ignore", divide="ignore"):
             rho = cross / np.sqrt(power[:, i] * power[:, j])
-        rho = np.clip(np.nan_to_num(rho), -1.0 + _RHO_MARGIN, 1.0 - _RHO_MARGIN)
+        rho = np.clip(zero_nan(rho), -1.0 + _RHO_MARGIN, 1.0 - _RHO_MARGIN)
         valid = usable[:, i] & usable[:, j] & (count >= view.config.warmup * 4) & (np.abs(rho) >= view.config.correlation_min)
         if not valid.any():
             return DetectorScore(surprise, ready_rows, detail=best)
 
         r = self._residuals(view)
         with np.errstate(invalid="ignore", divide="ignore"):
-            u = r / np.sqrt(power)
-        u = np.nan_to_num(u)
+            u = np.where(power > 0, r / np.sqrt(power), 0.0)
         u_i, u_j = u[:, i], u[:, j]
         spread = np.sqrt(1.0 - rho * rho)
         excess = np.minimum(np.abs(u_i - rho * u_j), np.abs(u_j - rho * u_i)) / spread

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from iotwarden.decisions.calibration import surprise_from_z
+from iotwarden.decisions.calibration import surprise_from_z, zero_nan
 from iotwarden.detectors.base import Detector, DetectorScore, RoundView
 from iotwarden.detectors.baseline import ewm_alpha
 from iotwarden.engine.state import ArraySpec, ShardState
@@ -41,11 +41,11 @@ class DriftDetector(Detector):
         ready = view.long_ready & view.present
         z = np.where(ready, d / spread, np.nan)
         surprise = surprise_from_z(z, view.config.tail_df)
-        direction = np.sign(np.nan_to_num(d)).astype(np.int8)
+        direction = np.sign(zero_nan(d)).astype(np.int8)
         return DetectorScore(surprise, ready, direction, view.mean_slow, view.scale_slow)
 
     def learn(self, state: ShardState, view: RoundView, learn: np.ndarray) -> None:
-        d = np.nan_to_num(self._statistic(view))
+        d = zero_nan(self._statistic(view))
         var = state["drift_var"][view.slots, : view.n_metrics]
         alpha = ewm_alpha(view.count, view.config.slow_halflife)
         updated = (1.0 - alpha) * var + alpha * np.minimum(d * d, 100.0)

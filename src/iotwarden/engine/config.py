@@ -65,6 +65,8 @@ class EngineConfig:
         limits: Physical range per metric as ``(low, high)``; a value outside
             it raises an ``out_of_range`` alert and never trains a baseline.
         shards: Number of state shards; a device always maps to one shard.
+            Shards are the unit of checkpointing and of scale-out; in one
+            process more shards only add work, so the default is 1.
         batch_size: Observations per micro-batch when replaying a stream.
     """
 
@@ -90,7 +92,7 @@ class EngineConfig:
     cohort_attribute: tuple[str, ...] = ("device_type", "type", "group", "cohort")
     counters: dict[str, int] = field(default_factory=dict)
     limits: dict[str, tuple[float, float]] = field(default_factory=dict)
-    shards: int = 4
+    shards: int = 1
     batch_size: int = 4096
 
     def __post_init__(self) -> None:

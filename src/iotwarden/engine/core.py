@@ -24,7 +24,7 @@ import numpy as np
 
 from iotwarden.decisions.alerts import Alert, Contribution, severity_for
 from iotwarden.decisions.book import AlertBook
-from iotwarden.decisions.calibration import MAX_SURPRISE, bonferroni
+from iotwarden.decisions.calibration import MAX_SURPRISE, bonferroni, zero_nan
 from iotwarden.decisions import explain
 from iotwarden.detectors.base import DetectorScore, RoundView
 from iotwarden.detectors.baseline import BaselineDetector, ewm_alpha, predictive_scale
@@ -434,7 +434,7 @@ class Engine:
 
     def _learn_cohorts(self, shard: ShardState, view: RoundView, learn: np.ndarray) -> None:
         m = view.n_metrics
-        usable = learn & (np.abs(np.nan_to_num(view.x)) < _LARGEST_LEARNABLE)
+        usable = learn & (np.abs(zero_nan(view.x)) < _LARGEST_LEARNABLE)
         if not usable.any():
             return
         cohorts = shard["cohort"][view.slots]
@@ -536,8 +536,9 @@ class Engine:
         open_state = shard[f"open_{channel}"][slots, :m]
         quiet = shard[f"quiet_{channel}"][slots, :m]
         is_open = open_state != 0
-
         opening = ~is_open & (corrected >= config.open_threshold)
+        if not opening.any() and not is_open.any():
+            return
         staying = is_open & view.present & (raw >= config.learn_threshold)
         calm = is_open & view.present & ~staying
         quiet = np.where(staying | opening, 0, np.where(calm, np.minimum(quiet.astype(np.int32) + 1, 255), quiet))
@@ -553,7 +554,7 @@ class Engine:
                 key = (number, int(view.slots[row]), channel, int(column))
                 self.book.close(key, float(view.times[row]), "returned to normal")
 
-        direction = score.direction if score is not None and score.direction is not None else np.sign(np.nan_to_num(view.x - self.limit_low[:m]))
+        direction = score.direction if score is not None and score.direction is not None else np.sign(zero_nan(view.x - self.limit_low[:m]))
         new_state = np.where(opening, np.where(direction == 0, 1, direction), np.where(closing, 0, open_state))
         shard[f"open_{channel}"][slots, :m] = new_state
         shard[f"quiet_{channel}"][slots, :m] = np.where(closing, 0, quiet)
@@ -634,8 +635,10 @@ class Engine:
         surprise = score.surprise[:, 0]
         ready = score.ready[:, 0]
         is_open = shard["open_multivariate"][slots] != 0
-        quiet = shard["quiet_multivariate"][slots].astype(np.int32)
         opening = ~is_open & ready & (surprise >= config.open_threshold)
+        if not opening.any() and not is_open.any():
+            return
+        quiet = shard["quiet_multivariate"][slots].astype(np.int32)
         calm = is_open & ready & (surprise < config.learn_threshold)
         quiet = np.where(calm, np.minimum(quiet + 1, 255), np.where(is_open, 0, quiet))
         closing = calm & (quiet >= config.close_after)
