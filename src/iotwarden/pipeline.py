@@ -177,8 +177,7 @@ class Replay:
             if self.on_alert is not None:
                 self.on_alert(alert)
         if self.store is not None:
-            changed = {alert.id: alert for alert in [*opened, *(closed or [])]}
-            self.store.save_alerts(changed.values())
+            self.store.record_alerts(opened, closed or [])
 
     # State ------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ class RoundView:
     scale_slow: np.ndarray
     own_ready: np.ndarray
     long_ready: np.ndarray
+    drift_ready: np.ndarray
     cohort_mean: np.ndarray
     cohort_scale: np.ndarray
     cohort_ready: np.ndarray

@@ -1,9 +1,10 @@
 """Multivariate detection: broken relations between a device's metrics.
 
 Each metric's residual against its fast baseline, ``r = (x - mean) / scale``,
-is tracked together with every other metric's: ``s_i = E[r_i^2]`` and
-``c_ij = E[r_i r_j]``, so ``rho_ij = c_ij / sqrt(s_i s_j)`` is the learned
-correlation of the two residuals. For pairs with ``|rho| >= correlation_min``
+is normalised by its own learned power ``s_i = E[r_i^2]`` into
+``u_i = r_i / sqrt(s_i)``, and every pair keeps ``rho_ij = E[u_i u_j]``, the
+learned correlation of the two residuals (clipped to [-1, 1]). For pairs
+with ``|rho| >= correlation_min``
 the detector scores the part of their joint deviation that the marginals do
 not explain: the Mahalanobis distance of ``(u_i, u_j)`` minus the larger
 single-metric term, which equals ``min(e_ij, e_ji)`` where
@@ -13,6 +14,9 @@ while its flow falls, each within its own band, is caught here.
 State is one float32 per metric and two per pair of metrics (about 400 bytes
 at 10 metrics), shared nothing across devices, and every step is vectorised
 over the devices of a round. Derived metrics (message rates) are left out.
+Correlations are capped at 0.9 in magnitude when scoring, because a
+near-perfect estimate from autocorrelated residuals would otherwise turn a
+two-sigma wobble into an alert.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from iotwarden.engine.state import ArraySpec, ShardState, pair_count
 __all__ = ["CorrelationDetector"]
 
 _RESIDUAL_CLIP = 10.0
-_RHO_MARGIN = 0.05  # keeps 1 - rho^2 away from 0 for near-identical metrics
+_RHO_LIMIT = 0.9
 
 
 def _pair_columns(n_metrics: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,9 +61,16 @@ class CorrelationDetector(Detector):
     def state_specs(self) -> dict[str, ArraySpec]:
         return {
             "residual_power": ArraySpec("metric", "f4", 0.0),
-            "residual_cross": ArraySpec("pair", "f4", 0.0),
+            "pair_correlation": ArraySpec("pair", "f4", 0.0),
             "pair_count": ArraySpec("pair", "f4", 0.0),
         }
+
+    def normalised(self, state: ShardState, view: RoundView) -> np.ndarray:
+        """Residuals divided by their learned power: ``u = r / sqrt(E[r^2])``."""
+        power = state["residual_power"][view.slots, : view.n_metrics].astype(np.float64)
+        r = self._residuals(view)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(power > 0, r / np.sqrt(power), 0.0)
 
     def _residuals(self, view: RoundView) -> np.ndarray:
         with np.errstate(invalid="ignore", over="ignore"):
@@ -78,19 +89,13 @@ class CorrelationDetector(Detector):
         i, j = self.pairs(m)
         usable = view.long_ready & view.present & ~view.derived[None, :]
         count = state["pair_count"][view.slots, :n_pairs]
-        power = state["residual_power"][view.slots, :m].astype(np.float64)
-        cross = state["residual_cross"][view.slots, :n_pairs].astype(np.float64)
-
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rho = cross / np.sqrt(power[:, i] * power[:, j])
-        rho = np.clip(zero_nan(rho), -1.0 + _RHO_MARGIN, 1.0 - _RHO_MARGIN)
+        rho = state["pair_correlation"][view.slots, :n_pairs].astype(np.float64)
         valid = usable[:, i] & usable[:, j] & (count >= view.config.warmup * 4) & (np.abs(rho) >= view.config.correlation_min)
         if not valid.any():
             return DetectorScore(surprise, ready_rows, detail=best)
 
-        r = self._residuals(view)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            u = np.where(power > 0, r / np.sqrt(power), 0.0)
+        rho = np.clip(rho, -_RHO_LIMIT, _RHO_LIMIT)
+        u = self.normalised(state, view)
         u_i, u_j = u[:, i], u[:, j]
         spread = np.sqrt(1.0 - rho * rho)
         excess = np.minimum(np.abs(u_i - rho * u_j), np.abs(u_j - rho * u_i)) / spread
@@ -113,6 +118,7 @@ class CorrelationDetector(Detector):
             return
 
         r = self._residuals(view)
+        u = self.normalised(state, view)
         alpha = ewm_alpha(view.count, view.config.slow_halflife)
         power = state["residual_power"][slots, :m]
         updated = (1.0 - alpha) * power + alpha * r * r
@@ -121,10 +127,10 @@ class CorrelationDetector(Detector):
             return
 
         i, j = self.pairs(m)
-        both = usable[:, i] & usable[:, j]
+        both = usable[:, i] & usable[:, j] & (power[:, i] > 0) & (power[:, j] > 0)
         count = state["pair_count"][slots, :n_pairs]
-        cross = state["residual_cross"][slots, :n_pairs]
+        rho = state["pair_correlation"][slots, :n_pairs]
         pair_alpha = np.maximum(1.0 / (count + 1.0), 1.0 - 2.0 ** (-1.0 / view.config.slow_halflife))
-        updated_cross = (1.0 - pair_alpha) * cross + pair_alpha * r[:, i] * r[:, j]
-        state["residual_cross"][slots, :n_pairs] = np.where(both, updated_cross, cross)
+        updated_rho = np.clip((1.0 - pair_alpha) * rho + pair_alpha * u[:, i] * u[:, j], -1.0, 1.0)
+        state["pair_correlation"][slots, :n_pairs] = np.where(both, updated_rho, rho)
         state["pair_count"][slots, :n_pairs] = np.where(both, np.minimum(count + 1.0, 1e9), count)

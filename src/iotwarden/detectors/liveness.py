@@ -1,11 +1,11 @@
 """Reporting behaviour: message rates, typical interval and silence.
 
 Per device the engine keeps the time of the last report, an exponentially
-weighted mean and variance of the interval between reports, and two decayed
-message counters (time constants 1 and 10 minutes) that become the derived
-metrics ``msg_rate_1m`` and ``msg_rate_10m`` in messages per minute. A burst
-of reports (DDoS participation, a flood) or a thinning of them (a device
-busy with something else) then shows as a spike or dip of these metrics.
+weighted mean and variance of the interval between reports, and a decayed
+message counter (time constant 10 minutes) that becomes the derived metric
+``msg_rate`` in messages per minute. A burst of reports (DDoS
+participation, a flood) or a thinning of them (a device busy with something
+else) then shows as a spike or dip of this metric.
 
 A device is *silent* once it has not reported for longer than
 ``max(silence_factor * mean, mean + 10 * std, silence_min)`` of its own
@@ -24,8 +24,8 @@ from iotwarden.engine.state import ArraySpec, ShardState
 
 __all__ = ["RATE_METRICS", "LivenessTracker", "RateUpdate"]
 
-RATE_METRICS = ("msg_rate_1m", "msg_rate_10m")
-_RATE_TIME_CONSTANTS = (60.0, 600.0)
+RATE_METRICS = ("msg_rate",)
+_RATE_TIME_CONSTANTS = (600.0,)
 _INTERVAL_SPREAD = 10.0
 
 
@@ -33,7 +33,7 @@ _INTERVAL_SPREAD = 10.0
 class RateUpdate:
     """Result of one round of reports: rates and the devices that resumed."""
 
-    rates: np.ndarray  # (n, 2) messages per minute; NaN while not ready
+    rates: np.ndarray  # (n, len(RATE_METRICS)) messages per minute; NaN while not ready
     resumed: np.ndarray  # (n,) bool: this report ends a silence
     gap_start: np.ndarray  # (n,) time of the last report before this one
 
@@ -51,8 +51,7 @@ class LivenessTracker:
             "reports": ArraySpec("device", "f8", 0.0),
             "interval_mean": ArraySpec("device", "f8", 0.0),
             "interval_var": ArraySpec("device", "f8", 0.0),
-            "rate_fast": ArraySpec("device", "f8", 0.0),
-            "rate_slow": ArraySpec("device", "f8", 0.0),
+            "rate": ArraySpec("device", "f8", 0.0),
             "silent": ArraySpec("device", "?", False),
         }
 
@@ -100,8 +99,8 @@ class LivenessTracker:
         typical = 60.0 / np.maximum(mean, 1e-3)
         just_ready = self.interval_ready(reports) & ~ready
         restart = just_ready | resumed
-        rates = np.full((len(slots), 2), np.nan)
-        for k, (name, tau) in enumerate(zip(("rate_fast", "rate_slow"), _RATE_TIME_CONSTANTS)):
+        rates = np.full((len(slots), len(RATE_METRICS)), np.nan)
+        for k, (name, tau) in enumerate(zip(("rate",), _RATE_TIME_CONSTANTS)):
             previous = state[name][slots]
             decayed = previous * np.exp(-interval / tau) + 60.0 / tau
             value = np.where(restart, typical, decayed)

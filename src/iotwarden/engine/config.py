@@ -32,6 +32,12 @@ class EngineConfig:
             to be ready. Before that the device is scored against its cohort.
         cohort_warmup: Observations a cohort needs, from at least
             ``cohort_min_devices`` devices, before it can score new devices.
+        drift_warmup: Seconds of a device's history before drift is scored;
+            it should span the signal's slowest normal rhythm (a day).
+        routine_after: Closed alert episodes in the same direction after
+            which an excursion no larger than those is routine: it no longer
+            opens an alert (a tracker that drives every day, a thermostat's
+            night setback). Larger excursions still alert.
         fast_halflife: Half-life of the fast baseline, in observations.
         slow_halflife: Half-life of the slow baseline, in observations.
         clip_sigma: Residuals beyond this many standard deviations are
@@ -47,8 +53,8 @@ class EngineConfig:
         tail_df: Degrees of freedom of the Student-t reference that turns a
             standardised residual into a tail probability. Lower is more
             tolerant of heavy-tailed sensors.
-        rate_features: Add message-rate metrics per device
-            (``msg_rate_1m``, ``msg_rate_10m``, messages per minute).
+        rate_features: Add the derived metric ``msg_rate`` per device
+            (messages per minute, decayed over 10 minutes).
         silence_factor: A device is silent after this many typical intervals
             without a report (see also ``silence_min``).
         silence_min: Shortest silence that raises an alert, in seconds.
@@ -74,6 +80,8 @@ class EngineConfig:
     warmup: int = 20
     cohort_warmup: int = 100
     cohort_min_devices: int = 3
+    drift_warmup: float = 86400.0
+    routine_after: int = 2
     fast_halflife: float = 15.0
     slow_halflife: float = 400.0
     clip_sigma: float = 4.0
@@ -82,7 +90,7 @@ class EngineConfig:
     close_after: int = 3
     relative_floor: float = 1e-3
     absolute_floor: float = 1e-9
-    tail_df: float = 5.0
+    tail_df: float = 10.0
     rate_features: bool = True
     silence_factor: float = 3.0
     silence_min: float = 60.0
@@ -103,6 +111,8 @@ class EngineConfig:
         _require(self.warmup >= 2, "warmup", "an integer >= 2", self.warmup)
         _require(self.cohort_warmup >= 1, "cohort_warmup", "an integer >= 1", self.cohort_warmup)
         _require(self.cohort_min_devices >= 1, "cohort_min_devices", "an integer >= 1", self.cohort_min_devices)
+        _require(self.drift_warmup >= 0, "drift_warmup", "a number of seconds >= 0", self.drift_warmup)
+        _require(self.routine_after >= 1, "routine_after", "an integer >= 1", self.routine_after)
         _require(self.fast_halflife > 0, "fast_halflife", "a number > 0", self.fast_halflife)
         _require(
             self.slow_halflife > self.fast_halflife,

@@ -46,7 +46,9 @@ FLEET_COHORT = "*"
 CHECKPOINT_VERSION = 1
 _METRIC_CHANNELS = ("spike", "drift", "stuck", "range")
 _COHORT_MAX_WEIGHT = 10_000.0  # cohort statistics forget like an average of this many values
-_LARGEST_LEARNABLE = 1e150  # larger magnitudes would overflow when squared
+_LARGEST_LEARNABLE = 1e150
+_ROUTINE_MARGIN = 0.2
+_DRIFT_HOLD = 1.3  # larger magnitudes would overflow when squared
 
 
 @dataclass(slots=True)
@@ -96,9 +98,15 @@ class Engine:
         specs.update(
             {
                 "cohort": ArraySpec("device", "i4", 0),
+                "first_time": ArraySpec("device", "f8", np.nan),
                 "blocked_since": ArraySpec("metric", "f8", np.nan),
                 "shadow_mean": ArraySpec("metric", "f8", 0.0),
-                "shadow_var": ArraySpec("metric", "f8", 0.0),
+                "shadow_var": ArraySpec("metric", "f4", 0.0),
+                "routine_up": ArraySpec("metric", "u1", 0),
+                "routine_down": ArraySpec("metric", "u1", 0),
+                "routine_high": ArraySpec("metric", "f4", -np.inf),
+                "routine_low": ArraySpec("metric", "f4", np.inf),
+                "routine_stuck": ArraySpec("metric", "u1", 0),
                 "shadow_count": ArraySpec("metric", "f4", 0.0),
                 "open_multivariate": ArraySpec("device", "i1", 0),
                 "quiet_multivariate": ArraySpec("device", "u1", 0),
@@ -333,9 +341,11 @@ class Engine:
         config = self.config
         m = self.n_metrics
 
+        first = shard["first_time"][slots]
+        shard["first_time"][slots] = np.where(np.isnan(first), times, first)
         update = self.liveness.update(shard, slots, times)
         if config.rate_features:
-            values[rows, 0:2] = update.rates
+            values[rows, 0 : len(RATE_METRICS)] = update.rates
         for index in np.flatnonzero(update.resumed):
             self._end_silence(number, shard, int(slots[index]), float(times[index]), float(update.gap_start[index]))
 
@@ -356,7 +366,9 @@ class Engine:
         threshold = config.learn_threshold
         flag_value = (spike.surprise >= threshold) | out_of_range
         learn = view.present & ~flag_value & (stuck.surprise < threshold)
-        hold_slow = drift.surprise >= threshold
+        # The slow baseline freezes at the first hint of drift (p < 0.05), well
+        # before an alert, so a ramp cannot drag it or widen its spread.
+        hold_slow = drift.surprise >= _DRIFT_HOLD
         blocked = view.present & view.own_ready & (flag_value | hold_slow)
         adopt = self._track_blocked(shard, view, learn, blocked)
         view.hold_slow = hold_slow
@@ -392,7 +404,10 @@ class Engine:
         count = shard["count"][slots, :m]
         mean_fast = shard["mean_fast"][slots, :m]
         mean_slow = shard["mean_slow"][slots, :m]
-        resolution = shard["resolution"][slots, :m]
+        # A whole-number metric that never changed (a count of rare events)
+        # has a resolution of one unit.
+        resolution = shard["resolution"][slots, :m].astype(np.float64)
+        resolution = np.where(np.isinf(resolution) & shard["integral"][slots, :m] & (count > 0), 1.0, resolution)
         scale_fast = predictive_scale(shard["var_fast"][slots, :m], count, mean_fast, resolution, config.fast_halflife, config)
         scale_slow = predictive_scale(shard["var_slow"][slots, :m], count, mean_slow, resolution, config.slow_halflife, config)
 
@@ -413,6 +428,7 @@ class Engine:
             scale_slow=scale_slow,
             own_ready=count >= config.warmup,
             long_ready=count >= self.long_warmup,
+            drift_ready=(count >= self.long_warmup) & (times - shard["first_time"][slots] >= config.drift_warmup)[:, None],
             cohort_mean=c_mean[cohorts],
             cohort_scale=c_scale[cohorts],
             cohort_ready=c_ready[cohorts],
@@ -493,7 +509,8 @@ class Engine:
         shard["shadow_count"][slots, :m] = np.where(starting, 1.0, np.where(continuing, count + 1.0, count))
         since = np.where(starting, times, np.where(learn, np.nan, since))
         shard["blocked_since"][slots, :m] = since
-        return continuing & (times - since >= self.config.adopt_after) & (count >= 3)
+        settled = np.isfinite(shard["shadow_mean"][slots, :m]) & np.isfinite(shard["shadow_var"][slots, :m])
+        return continuing & (times - since >= self.config.adopt_after) & (count >= 3) & settled
 
     def _adopt(self, number: int, shard: ShardState, view: RoundView, adopt: np.ndarray) -> None:
         """Accept a lasting new level as normal and close its alerts."""
@@ -511,7 +528,11 @@ class Engine:
             time = float(view.times[row])
             for channel in ("spike", "drift"):
                 key = (number, int(slot), channel, int(column))
-                if self.book.close(key, time, f"new level adopted as normal after {hours:g} h") is not None:
+                direction = int(shard[f"open_{channel}"][slot, column])
+                closed = self.book.close(key, time, f"new level adopted as normal after {hours:g} h")
+                if closed is not None:
+                    if channel == "spike":
+                        self._remember_routine(shard, int(slot), int(column), direction, closed)
                     shard[f"open_{channel}"][slot, column] = 0
                     shard[f"quiet_{channel}"][slot, column] = 0
             logger.info(
@@ -544,6 +565,10 @@ class Engine:
         quiet = np.where(staying | opening, 0, np.where(calm, np.minimum(quiet.astype(np.int32) + 1, 255), quiet))
         closing = calm & (quiet >= config.close_after)
 
+        direction = score.direction if score is not None and score.direction is not None else np.sign(zero_nan(view.x - self.limit_low[:m]))
+        if channel == "spike" and opening.any():
+            opening &= ~self._routine(shard, view, direction)
+
         if opening.any() or closing.any() or (is_open & (corrected >= config.open_threshold)).any():
             for row, column in zip(*np.nonzero(opening)):
                 self._open_metric_alert(number, view, channel, int(row), int(column), corrected, score)
@@ -551,13 +576,39 @@ class Engine:
                 key = (number, int(view.slots[row]), channel, int(column))
                 self.book.raise_peak(key, float(corrected[row, column]), self._contribution(view, int(row), int(column), corrected, score))
             for row, column in zip(*np.nonzero(closing)):
-                key = (number, int(view.slots[row]), channel, int(column))
-                self.book.close(key, float(view.times[row]), "returned to normal")
+                slot = int(view.slots[row])
+                closed = self.book.close((number, slot, channel, int(column)), float(view.times[row]), "returned to normal")
+                if closed is not None and channel == "spike":
+                    self._remember_routine(shard, slot, int(column), int(open_state[row, column]), closed)
 
-        direction = score.direction if score is not None and score.direction is not None else np.sign(zero_nan(view.x - self.limit_low[:m]))
         new_state = np.where(opening, np.where(direction == 0, 1, direction), np.where(closing, 0, open_state))
         shard[f"open_{channel}"][slots, :m] = new_state
         shard[f"quiet_{channel}"][slots, :m] = np.where(closing, 0, quiet)
+
+    def _routine(self, shard: ShardState, view: RoundView, direction: np.ndarray) -> np.ndarray:
+        """Cells whose excursion is no larger than routine ones seen before."""
+        slots, m = view.slots, view.n_metrics
+        enough = self.config.routine_after
+        # A fifth more than the largest routine excursion still counts as routine.
+        high = shard["routine_high"][slots, :m]
+        low = shard["routine_low"][slots, :m]
+        high = high + _ROUTINE_MARGIN * np.maximum(high - view.mean_slow, 0.0)
+        low = low - _ROUTINE_MARGIN * np.maximum(view.mean_slow - low, 0.0)
+        up = (direction > 0) & (shard["routine_up"][slots, :m] >= enough) & (view.x <= high)
+        down = (direction < 0) & (shard["routine_down"][slots, :m] >= enough) & (view.x >= low)
+        return up | down
+
+    def _remember_routine(self, shard: ShardState, slot: int, column: int, direction: int, alert: Alert) -> None:
+        """Count a closed spike or dip episode and widen the routine range to its peak."""
+        value = alert.metrics[0].value if alert.metrics else None
+        if value is None or not math.isfinite(value) or direction == 0:
+            return
+        if direction > 0:
+            shard["routine_up"][slot, column] = min(int(shard["routine_up"][slot, column]) + 1, 255)
+            shard["routine_high"][slot, column] = max(float(shard["routine_high"][slot, column]), value)
+        else:
+            shard["routine_down"][slot, column] = min(int(shard["routine_down"][slot, column]) + 1, 255)
+            shard["routine_low"][slot, column] = min(float(shard["routine_low"][slot, column]), value)
 
     def _contribution(
         self, view: RoundView, row: int, column: int, surprise: np.ndarray, score: DetectorScore | None
@@ -657,16 +708,15 @@ class Engine:
         assert score.detail is not None
         pair = int(score.detail[row])
         first, second = (int(c) for c in (self.correlation.pairs(view.n_metrics)[0][pair], self.correlation.pairs(view.n_metrics)[1][pair]))
-        power = shard["residual_power"][slot]
-        cross = float(shard["residual_cross"][slot, pair])
-        rho = cross / math.sqrt(max(float(power[first]) * float(power[second]), 1e-12))
+        rho = float(shard["pair_correlation"][slot, pair])
+        normalised = self.correlation.normalised(shard, view)
         contributions = []
         deviations = []
         for column in (first, second):
             value = float(view.x[row, column])
             expected = float(view.mean_fast[row, column])
             spread = 3.0 * float(view.scale_fast[row, column])
-            deviations.append((value - expected) / max(float(view.scale_fast[row, column]), 1e-300))
+            deviations.append(float(normalised[row, column]))
             contributions.append(Contribution(self.metric_names[column], value, expected, expected - spread, expected + spread, float(score.surprise[row, 0])))
         surprise = float(score.surprise[row, 0])
         alert = Alert(

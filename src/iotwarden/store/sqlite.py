@@ -1,9 +1,11 @@
 """The alert store: SQLite in WAL mode.
 
-One file holds alerts (inserted when they open, updated when they close)
-and one row per replay or service run. WAL mode lets readers such as
-``iotwarden alerts`` run while a detector writes. Writes are batched: one
-transaction per engine micro-batch.
+One file holds alerts (inserted when they open, updated when they close),
+one row per replay or service run, and the tamper-evident ledger: every
+alert that opens or closes is appended to the ledger in the same
+transaction as its row, so the two cannot disagree. WAL mode lets readers
+such as ``iotwarden alerts`` run while a detector writes. Writes are
+batched: one transaction per engine micro-batch.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from iotwarden.decisions.alerts import Alert, Contribution
 from iotwarden.errors import StoreError
+from iotwarden.ledger import Ledger, ledger_key_path
 
 __all__ = ["AlertStore"]
 
@@ -86,6 +89,7 @@ class AlertStore:
             self._check_version()
         except sqlite3.Error as error:
             raise StoreError(f"cannot open the store {self.path}: {error}") from error
+        self.ledger = Ledger(self.connection, ledger_key_path(self.path))
 
     def _check_version(self) -> None:
         row = self.connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -105,7 +109,22 @@ class AlertStore:
 
     # Alerts -----------------------------------------------------------------
 
-    def save_alerts(self, alerts: Iterable[Alert]) -> int:
+    def record_alerts(self, opened: Iterable[Alert], closed: Iterable[Alert] = ()) -> int:
+        """Store alerts that opened or closed, and append both to the ledger.
+
+        Returns the number of alert rows written. An alert that opened and
+        closed in the same batch gives one row and two ledger entries.
+        """
+        opened, closed = list(opened), list(closed)
+        entries: list[tuple[str, dict[str, Any], str]] = []
+        for alert in opened:
+            entries.append(("alert", alert_record(alert), alert.detector))
+        for alert in closed:
+            closing = {"id": alert.id, "device": alert.device, "end_time": alert.end_time, "reason": alert.close_reason}
+            entries.append(("alert_closed", closing, alert.detector))
+        return self.save_alerts({alert.id: alert for alert in [*opened, *closed]}.values(), ledger_entries=entries)
+
+    def save_alerts(self, alerts: Iterable[Alert], *, ledger_entries: list[tuple[str, dict[str, Any], str]] | None = None) -> int:
         """Insert new alerts and update ones already stored; return the count."""
         rows = [_alert_row(alert) for alert in alerts]
         if not rows:
@@ -116,6 +135,8 @@ class AlertStore:
         try:
             with self._transaction():
                 self.connection.executemany(sql, rows)
+                if ledger_entries:
+                    self.ledger.append_many(ledger_entries)
         except sqlite3.Error as error:
             raise StoreError(f"cannot write {len(rows)} alerts to {self.path}: {error}") from error
         return len(rows)
@@ -182,6 +203,16 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self.connection.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
+def alert_record(alert: Alert) -> dict[str, Any]:
+    """Return an alert as JSON-compatible data with finite numbers only."""
+    record = alert.to_dict()
+    record["metrics"] = [
+        {key: (_json_number(value) if key in ("value", "expected", "low", "high") else value) for key, value in item.items()}
+        for item in record["metrics"]
+    ]
+    return record
 
 
 def _alert_row(alert: Alert) -> tuple[Any, ...]:
