@@ -112,11 +112,14 @@ class BaselineDetector(Detector):
         x = np.where(learn, view.x, 0.0)
 
         # Bounded influence: a value far outside the band moves the baseline
-        # as if it sat at the band's edge.
+        # as if it sat at the band's edge. This starts from the second value,
+        # during warm-up too, where the band is wide because n is small.
         limit_fast = config.clip_sigma * view.scale_fast
         limit_slow = config.clip_sigma * view.scale_slow
-        x_fast = np.where(view.own_ready, np.clip(x, view.mean_fast - limit_fast, view.mean_fast + limit_fast), x)
-        x_slow = np.where(view.own_ready, np.clip(x, view.mean_slow - limit_slow, view.mean_slow + limit_slow), x)
+        clip = count >= 2
+        with np.errstate(invalid="ignore", over="ignore"):
+            x_fast = np.where(clip, np.clip(x, view.mean_fast - limit_fast, view.mean_fast + limit_fast), x)
+            x_slow = np.where(clip, np.clip(x, view.mean_slow - limit_slow, view.mean_slow + limit_slow), x)
 
         # While drift is suspected the slow baseline holds still, so a slow
         # ramp cannot drag it along; the fast one keeps following the data.

@@ -14,7 +14,7 @@ while its flow falls, each within its own band, is caught here.
 State is one float32 per metric and two per pair of metrics (about 400 bytes
 at 10 metrics), shared nothing across devices, and every step is vectorised
 over the devices of a round. Derived metrics (message rates) are left out.
-Correlations are capped at 0.9 in magnitude when scoring, because a
+Correlations are capped at 0.95 in magnitude when scoring, because a
 near-perfect estimate from autocorrelated residuals would otherwise turn a
 two-sigma wobble into an alert.
 """
@@ -31,7 +31,7 @@ from iotwarden.engine.state import ArraySpec, ShardState, pair_count
 __all__ = ["CorrelationDetector"]
 
 _RESIDUAL_CLIP = 10.0
-_RHO_LIMIT = 0.9
+_RHO_LIMIT = 0.95
 
 
 def _pair_columns(n_metrics: int) -> tuple[np.ndarray, np.ndarray]:

@@ -77,7 +77,7 @@ class EngineConfig:
     """
 
     sensitivity: Sensitivity = "medium"
-    warmup: int = 20
+    warmup: int = 8
     cohort_warmup: int = 100
     cohort_min_devices: int = 3
     drift_warmup: float = 86400.0

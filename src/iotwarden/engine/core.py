@@ -365,7 +365,10 @@ class Engine:
         # Flagged points stay out of the baselines; drift only freezes the slow one.
         threshold = config.learn_threshold
         flag_value = (spike.surprise >= threshold) | out_of_range
-        learn = view.present & ~flag_value & (stuck.surprise < threshold)
+        # Magnitudes beyond 1e150 would overflow when squared; they are scored
+        # but never learned, even during warm-up.
+        learnable = view.present & (np.abs(zero_nan(view.x)) < _LARGEST_LEARNABLE)
+        learn = learnable & ~flag_value & (stuck.surprise < threshold)
         # The slow baseline freezes at the first hint of drift (p < 0.05), well
         # before an alert, so a ramp cannot drag it or widen its spread.
         hold_slow = drift.surprise >= _DRIFT_HOLD
@@ -450,7 +453,7 @@ class Engine:
 
     def _learn_cohorts(self, shard: ShardState, view: RoundView, learn: np.ndarray) -> None:
         m = view.n_metrics
-        usable = learn & (np.abs(zero_nan(view.x)) < _LARGEST_LEARNABLE)
+        usable = learn
         if not usable.any():
             return
         cohorts = shard["cohort"][view.slots]
