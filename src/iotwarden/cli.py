@@ -55,13 +55,13 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        error_console.print("aborted")
+        click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as error:
         error.show()
         sys.exit(error.exit_code)
     except IotwardenError as error:
-        error_console.print(f"error: {error}", markup=False)
+        click.echo(f"error: {error}", err=True)
         sys.exit(1)
     except BrokenPipeError:
         sys.exit(0)

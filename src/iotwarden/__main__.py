@@ -1,0 +1,5 @@
+"""Allow ``python -m iotwarden``."""
+
+from iotwarden.cli import main
+
+main()
