@@ -48,7 +48,16 @@ _METRIC_CHANNELS = ("spike", "drift", "stuck", "range")
 _COHORT_MAX_WEIGHT = 10_000.0  # cohort statistics forget like an average of this many values
 _LARGEST_LEARNABLE = 1e150
 _ROUTINE_MARGIN = 0.2
-_DRIFT_HOLD = 1.3  # larger magnitudes would overflow when squared
+_DRIFT_HOLD = 1.3
+_COHORT_ARRAYS = (
+    "cohort_weight", "cohort_mean", "cohort_m2", "cohort_devices",
+    "cohort_routine_up", "cohort_routine_down", "cohort_excursion_up", "cohort_excursion_down",
+)
+# An excursion is routine for a whole cohort once this share of its devices'
+# worth of episodes has been seen (and at least _COHORT_ROUTINE_MIN): an
+# attack on a few devices never makes itself routine this way.
+_COHORT_ROUTINE_SHARE = 0.5
+_COHORT_ROUTINE_MIN = 4  # larger magnitudes would overflow when squared
 
 
 @dataclass(slots=True)
@@ -131,6 +140,12 @@ class Engine:
         self.cohort_mean = np.zeros((4, 8))
         self.cohort_m2 = np.zeros((4, 8))
         self.cohort_devices = np.zeros((4, 8))
+        # Routine excursions seen across a cohort: episode counts and the
+        # largest excursion from a device's own level, in metric units.
+        self.cohort_routine_up = np.zeros((4, 8))
+        self.cohort_routine_down = np.zeros((4, 8))
+        self.cohort_excursion_up = np.zeros((4, 8))
+        self.cohort_excursion_down = np.zeros((4, 8))
         self._cohort(FLEET_COHORT)
 
         if self.config.rate_features:
@@ -185,7 +200,7 @@ class Engine:
             rows *= 2
         while columns < metrics:
             columns *= 2
-        for name in ("cohort_weight", "cohort_mean", "cohort_m2", "cohort_devices"):
+        for name in _COHORT_ARRAYS:
             old = getattr(self, name)
             new = np.zeros((rows, columns))
             new[: old.shape[0], : old.shape[1]] = old
@@ -599,6 +614,13 @@ class Engine:
         low = low - _ROUTINE_MARGIN * np.maximum(view.mean_slow - low, 0.0)
         up = (direction > 0) & (shard["routine_up"][slots, :m] >= enough) & (view.x <= high)
         down = (direction < 0) & (shard["routine_down"][slots, :m] >= enough) & (view.x >= low)
+
+        cohorts = shard["cohort"][slots]
+        needed = np.maximum(_COHORT_ROUTINE_SHARE * self.cohort_devices[cohorts, :m], _COHORT_ROUTINE_MIN)
+        excursion = view.x - view.mean_slow
+        margin = 1.0 + _ROUTINE_MARGIN
+        up |= (direction > 0) & (self.cohort_routine_up[cohorts, :m] >= needed) & (excursion <= margin * self.cohort_excursion_up[cohorts, :m])
+        down |= (direction < 0) & (self.cohort_routine_down[cohorts, :m] >= needed) & (-excursion <= margin * self.cohort_excursion_down[cohorts, :m])
         return up | down
 
     def _remember_routine(self, shard: ShardState, slot: int, column: int, direction: int, alert: Alert) -> None:
@@ -606,12 +628,21 @@ class Engine:
         value = alert.metrics[0].value if alert.metrics else None
         if value is None or not math.isfinite(value) or direction == 0:
             return
+        cohort = int(shard["cohort"][slot])
+        expected = alert.metrics[0].expected
+        excursion = abs(value - expected) if expected is not None and alert.baseline == "device" else None
         if direction > 0:
             shard["routine_up"][slot, column] = min(int(shard["routine_up"][slot, column]) + 1, 255)
             shard["routine_high"][slot, column] = max(float(shard["routine_high"][slot, column]), value)
+            if excursion is not None:
+                self.cohort_routine_up[cohort, column] += 1
+                self.cohort_excursion_up[cohort, column] = max(self.cohort_excursion_up[cohort, column], excursion)
         else:
             shard["routine_down"][slot, column] = min(int(shard["routine_down"][slot, column]) + 1, 255)
             shard["routine_low"][slot, column] = min(float(shard["routine_low"][slot, column]), value)
+            if excursion is not None:
+                self.cohort_routine_down[cohort, column] += 1
+                self.cohort_excursion_down[cohort, column] = max(self.cohort_excursion_down[cohort, column], excursion)
 
     def _contribution(
         self, view: RoundView, row: int, column: int, surprise: np.ndarray, score: DetectorScore | None
@@ -817,7 +848,7 @@ class Engine:
             for name, array in shard.snapshot().items():
                 arrays[f"shard{number}.{name}"] = array
         k, m = len(self.cohort_names), self.n_metrics
-        for name in ("cohort_weight", "cohort_mean", "cohort_m2", "cohort_devices"):
+        for name in _COHORT_ARRAYS:
             arrays[name] = getattr(self, name)[:k, :m]
 
         target = Path(path)
@@ -855,7 +886,7 @@ class Engine:
                 engine.device_index[device] = (number, slot)
         k = len(engine.cohort_names)
         engine._ensure_cohort_capacity(k, m)
-        for name in ("cohort_weight", "cohort_mean", "cohort_m2", "cohort_devices"):
+        for name in _COHORT_ARRAYS:
             getattr(engine, name)[:k, :m] = arrays[name]
         engine.clock = -math.inf if meta["clock"] is None else meta["clock"]
         engine.observations = meta["observations"]
