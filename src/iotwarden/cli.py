@@ -28,6 +28,7 @@ from iotwarden.paths import data_dir, dead_letter_path, default_store_path
 from iotwarden.pipeline import Replay, ReplaySummary
 from iotwarden.sources.deadletter import DeadLetterWriter
 from iotwarden.sources.files import read_records
+from iotwarden.sources.formats import FILE_FORMATS, format_names, read_format
 from iotwarden.store import AlertStore
 
 __all__ = ["cli", "main"]
@@ -78,7 +79,7 @@ def _split(value: str | None) -> list[str] | None:
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--format", "input_format", type=click.Choice(["csv", "jsonl", "mqtt"]), help="Input format; default: from the file name or content.")
+@click.option("--format", "input_format", help="Input format: csv, jsonl, mqtt, or a source format such as chirpstack or zeek (see --help of each); default: csv or jsonl from the file name or content.")
 @click.option("--device-column", help="Column or JSON field holding the device id.")
 @click.option("--device", help="Device id for every record (files of a single device).")
 @click.option("--time-column", help="Column of the event time; DATE,TIME for a date and a time column.")
@@ -129,21 +130,26 @@ def detect(
         date_part, time_part = (part.strip() for part in time_column.split(",", 1))
         time_spec = (date_part, time_part)
 
-    items = read_records(
-        list(inputs),
-        format=input_format,  # type: ignore[arg-type]
-        device_column=device_column,
-        device=device,
-        time_column=time_spec,
-        time_format=time_format,
-        timezone=timezone,
-        metrics=_split(metrics),
-        ignore_columns=_split(ignore_columns) or (),
-        delimiter=delimiter,
-        decimal=decimal,
-        thousands=thousands,
-        day_first=day_first,
-    )
+    if input_format is not None and input_format not in FILE_FORMATS:
+        if input_format not in format_names():
+            raise click.BadParameter(f"unknown format {input_format!r}; choose from {', '.join(format_names())}", param_hint="--format")
+        items = read_format(input_format, list(inputs), device=device)
+    else:
+        items = read_records(
+            list(inputs),
+            format=input_format,  # type: ignore[arg-type]
+            device_column=device_column,
+            device=device,
+            time_column=time_spec,
+            time_format=time_format,
+            timezone=timezone,
+            metrics=_split(metrics),
+            ignore_columns=_split(ignore_columns) or (),
+            delimiter=delimiter,
+            decimal=decimal,
+            thousands=thousands,
+            day_first=day_first,
+        )
     overrides = {"sensitivity": sensitivity} if sensitivity else {}
     config = load_engine_config(config_path, **overrides)
     store_file = Path(store_path) if store_path else default_store_path()

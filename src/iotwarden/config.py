@@ -18,7 +18,7 @@ __all__ = ["load_engine_config"]
 def load_engine_config(path: str | os.PathLike[str] | None = None, **overrides: Any) -> EngineConfig:
     """Read engine settings from a YAML or JSON file, then apply ``overrides``.
 
-    The file holds a mapping of :class:`EngineConfig` fields, either at the
+    The file contains a mapping of :class:`EngineConfig` fields, either at the
     top level or under an ``engine:`` key. Unknown keys are rejected by name.
     """
     data: dict[str, Any] = {}

@@ -36,7 +36,7 @@ __all__ = ["ReplaySummary", "Replay"]
 
 logger = logging.getLogger(__name__)
 
-Item = Observation | FieldIssue | Rejection
+Item = Observation | FieldIssue | Rejection | Alert
 
 
 @dataclass
@@ -139,6 +139,10 @@ class Replay:
         return self.summary
 
     def _take(self, item: Item) -> None:
+        if isinstance(item, Alert):
+            # A source's own rule decided (a replayed frame, say): store it as is.
+            self._emit([item], [item] if item.end_time is not None else [])
+            return
         if isinstance(item, Observation):
             self.summary.records += 1
             for released in self.reorderer.push(item):

@@ -18,7 +18,7 @@ from scipy import special
 __all__ = ["MAX_SURPRISE", "bonferroni", "surprise_from_z", "surprise_from_log_p", "zero_nan"]
 
 # A tail probability below 1e-300 is clamped: the score stays finite for an
-# absurd value such as 1e308, and the alert still says "extremely unlikely".
+# absurd value such as 1e308, and the alert still reads as "extremely unlikely".
 MAX_SURPRISE = 300.0
 
 

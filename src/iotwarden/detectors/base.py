@@ -27,7 +27,7 @@ __all__ = ["Detector", "DetectorScore", "RoundView"]
 class RoundView:
     """One round of observations of one shard, with its baseline gathered.
 
-    ``x`` holds metric values with NaN where a metric is missing; ``present``
+    ``x`` contains metric values with NaN where a metric is missing; ``present``
     is the mask of real values. Baseline fields are read from the shard state
     before any learning in this round.
     """
@@ -59,7 +59,7 @@ class RoundView:
 
 @dataclass(slots=True)
 class DetectorScore:
-    """What a detector reports for one round.
+    """A detector's scores for one round.
 
     ``surprise`` and ``ready`` have shape ``(n, n_metrics)`` for per-metric
     detectors and ``(n, 1)`` for whole-device ones. ``direction`` is +1 above

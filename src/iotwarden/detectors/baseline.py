@@ -7,7 +7,7 @@ beyond ``clip_sigma`` are clipped before an update, so one huge value moves
 a baseline by a bounded amount even when it was not flagged.
 
 A value is a spike (or dip) only when it lies on the same side of both
-baselines; its score uses the smaller of the two deviations. The standard
+baselines, and its score uses the smaller of the two deviations. The standard
 deviation is floored by the sensor's resolution (the smallest change seen)
 and by a fraction of the level, so a constant signal does not make a tiny
 change look infinitely unlikely. The scale also widens by ``sqrt(1 + 1/n)``
@@ -58,7 +58,7 @@ def predictive_scale(
 def ewm_update(
     mean: np.ndarray, var: np.ndarray, x: np.ndarray, alpha: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One exponentially weighted mean and variance step (West's update)."""
+    """Apply one exponentially weighted mean and variance step (West's update)."""
     delta = x - mean
     new_mean = mean + alpha * delta
     new_var = (1.0 - alpha) * (var + alpha * delta * delta)
@@ -121,8 +121,8 @@ class BaselineDetector(Detector):
             x_fast = np.where(clip, np.clip(x, view.mean_fast - limit_fast, view.mean_fast + limit_fast), x)
             x_slow = np.where(clip, np.clip(x, view.mean_slow - limit_slow, view.mean_slow + limit_slow), x)
 
-        # While drift is suspected the slow baseline holds still, so a slow
-        # ramp cannot drag it along; the fast one keeps following the data.
+        # While drift is suspected the slow baseline stays frozen, so a slow
+        # ramp cannot drag it along. The fast one keeps following the data.
         learn_slow = learn if view.hold_slow is None else learn & ~view.hold_slow
         for prefix, values, halflife, mask in (
             ("fast", x_fast, config.fast_halflife, learn),

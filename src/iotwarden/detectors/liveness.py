@@ -65,7 +65,10 @@ class LivenessTracker:
         return reports > self.config.warmup
 
     def update(self, state: ShardState, slots: np.ndarray, times: np.ndarray) -> RateUpdate:
-        """Record one report per slot (each slot at most once) and return rates."""
+        """Record one report per slot and return the rates.
+
+        Each slot may appear at most once; the engine's rounds guarantee it.
+        """
         last = state["last_time"][slots]
         reports = state["reports"][slots]
         mean = state["interval_mean"][slots]

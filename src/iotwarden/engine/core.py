@@ -4,7 +4,7 @@ Observations arrive in micro-batches. Each batch is split by shard (a
 device always maps to the same shard, by CRC-32 of its id) and then into
 *rounds* in which every device appears at most once, so every detector step
 is one vectorised operation over the devices of a round while each device
-still sees its own observations in order. Every round scores first and
+still gets its own observations in order. Every round scores first and
 learns afterwards.
 """
 
@@ -62,7 +62,7 @@ _COHORT_ROUTINE_MIN = 4  # larger magnitudes would overflow when squared
 
 @dataclass(slots=True)
 class BatchResult:
-    """What one micro-batch produced.
+    """Scores, flags and alerts of one micro-batch.
 
     ``score`` is the largest corrected surprise of each observation over all
     detectors (0 where nothing was ready), ``ready`` whether any detector

@@ -1,6 +1,6 @@
 """The alert store: SQLite in WAL mode.
 
-One file holds alerts (inserted when they open, updated when they close),
+One file contains alerts (inserted when they open, updated when they close),
 one row per replay or service run, and the tamper-evident ledger: every
 alert that opens or closes is appended to the ledger in the same
 transaction as its row, so the two cannot disagree. WAL mode lets readers
