@@ -276,11 +276,14 @@ class Engine:
         n = len(devices)
         self.book.start_batch()
         columns = [self._metric(name) for name in metric_names]
-        shard_of = np.empty(n, dtype=np.intp)
-        slot_of = np.empty(n, dtype=np.intp)
+        known = self.device_index
+        entries = [known.get(device) for device in devices]
         empty: dict[str, str] = {}
-        for i, device in enumerate(devices):
-            shard_of[i], slot_of[i] = self._device(device, attributes[i] if attributes else empty)
+        for i, entry in enumerate(entries):
+            if entry is None:
+                entries[i] = self._device(devices[i], attributes[i] if attributes else empty)
+        located = np.array(entries, dtype=np.intp).reshape(n, 2)
+        shard_of, slot_of = located[:, 0].copy(), located[:, 1].copy()
         matrix = np.full((n, self.n_metrics), np.nan)
         matrix[:, columns] = values
         return self._process(shard_of, slot_of, np.asarray(times, dtype=np.float64), matrix, None)
