@@ -51,6 +51,7 @@ class RoundView:
     cohort_scale: np.ndarray
     cohort_ready: np.ndarray
     hold_slow: np.ndarray | None = None
+    normalised: np.ndarray | None = None
 
     @property
     def n_metrics(self) -> int:

@@ -66,11 +66,17 @@ class CorrelationDetector(Detector):
         }
 
     def normalised(self, state: ShardState, view: RoundView) -> np.ndarray:
-        """Residuals divided by their learned power: ``u = r / sqrt(E[r^2])``."""
-        power = state["residual_power"][view.slots, : view.n_metrics].astype(np.float64)
-        r = self._residuals(view)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(power > 0, r / np.sqrt(power), 0.0)
+        """Residuals divided by their learned power: ``u = r / sqrt(E[r^2])``.
+
+        Computed once per round from the state before learning, and kept on
+        the view for ``learn`` and for explanations.
+        """
+        if view.normalised is None:
+            power = state["residual_power"][view.slots, : view.n_metrics].astype(np.float64)
+            r = self._residuals(view)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                view.normalised = np.where(power > 0, r / np.sqrt(power), 0.0)
+        return view.normalised
 
     def _residuals(self, view: RoundView) -> np.ndarray:
         with np.errstate(invalid="ignore", over="ignore"):

@@ -235,27 +235,29 @@ class Engine:
         slot_of = np.empty(n, dtype=np.intp)
         times = np.empty(n)
         width = self.n_metrics + 8
-        cells: list[tuple[int, int, float]] = []
+        values = np.full((n, width), np.nan)
         events: list[tuple[int, CounterEvent]] = []
         metric_index = self.metric_index
+        counters = self.counters
 
         for i, obs in enumerate(observations):
             metrics = obs.metrics
-            if self.counters.needs_conversion(metrics):
-                metrics, counter_events = self.counters.convert(obs.device, obs.time, metrics)
+            if counters.needs_conversion(metrics):
+                metrics, counter_events = counters.convert(obs.device, obs.time, metrics)
                 events.extend((i, event) for event in counter_events)
             shard_of[i], slot_of[i] = self._device(obs.device, obs.attributes)
             times[i] = obs.time
+            row = values[i]
             for name, value in metrics.items():
                 column = metric_index.get(name)
                 if column is None:
                     column = self._metric(name)
-                cells.append((i, column, value))
+                    if column >= width:
+                        width = max(width * 2, column + 1)
+                        values = np.concatenate([values, np.full((n, width - values.shape[1]), np.nan)], axis=1)
+                        row = values[i]
+                row[column] = value
 
-        values = np.full((n, max(width, self.n_metrics)), np.nan)
-        if cells:
-            rows, columns, numbers = zip(*cells)
-            values[list(rows), list(columns)] = numbers
         for i, event in events:
             self._counter_alert(observations[i], event)
         return self._process(shard_of, slot_of, times, values, observations)

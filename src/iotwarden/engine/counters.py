@@ -58,16 +58,22 @@ class CounterTracker:
     config: EngineConfig
     states: dict[tuple[str, str], _CounterState] = field(default_factory=dict)
     uptimes: dict[str, float] = field(default_factory=dict)
+    _plain: set[str] = field(default_factory=set)  # names known to need no conversion
 
     def is_counter(self, name: str) -> bool:
         return name.endswith("_total") or name in self.config.counters
 
     def needs_conversion(self, metrics: dict[str, float]) -> bool:
         """Whether a record has anything this tracker must handle."""
+        if self._plain.issuperset(metrics):
+            return False
+        special = False
         for name in metrics:
-            if name.endswith("_total") or name in self.config.counters or name == _BITS_METRIC or name in _UPTIME_METRICS:
-                return True
-        return False
+            if self.is_counter(name) or name == _BITS_METRIC or name in _UPTIME_METRICS:
+                special = True
+            else:
+                self._plain.add(name)
+        return special
 
     def convert(self, device: str, time: float, metrics: dict[str, float]) -> tuple[dict[str, float], list[CounterEvent]]:
         """Return the record's metrics with counters replaced by rates, and events."""

@@ -2,8 +2,9 @@
 
 Every array has one row per device slot. Per-metric arrays have one column
 per metric column of the engine's metric registry, per-pair arrays one
-column per unordered pair of metric columns. Arrays grow by doubling, so a
-new device or metric never moves existing rows or columns.
+column per unordered pair of metric columns. Arrays grow in steps (a quarter
+more device slots, a few more metric columns), and growing never moves
+existing rows or columns.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["ArraySpec", "ShardState", "pair_count", "pair_index"]
+
+_METRIC_HEADROOM = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +72,8 @@ class ShardState:
     def add_device(self) -> int:
         """Allocate a slot for a new device and return it."""
         if self.n_devices == self.capacity:
-            self._grow(self.capacity * 2, self.metric_capacity)
+            # Grow by a quarter, not double, so a large fleet wastes little.
+            self._grow(max(self.capacity + 64, self.capacity * 5 // 4), self.metric_capacity)
         slot = self.n_devices
         self.n_devices += 1
         return slot
@@ -77,10 +81,7 @@ class ShardState:
     def ensure_metrics(self, n_metrics: int) -> None:
         """Make room for at least ``n_metrics`` metric columns."""
         if n_metrics > self.metric_capacity:
-            capacity = self.metric_capacity
-            while capacity < n_metrics:
-                capacity *= 2
-            self._grow(self.capacity, capacity)
+            self._grow(self.capacity, n_metrics + _METRIC_HEADROOM)
 
     def _grow(self, capacity: int, metric_capacity: int) -> None:
         old_rows, old_metrics = self.capacity, self.metric_capacity
@@ -95,6 +96,10 @@ class ShardState:
             else:
                 new[:old_rows, : pair_count(old_metrics)] = old
             self.arrays[name] = new
+
+    def allocated_bytes(self) -> int:
+        """Bytes of every state array as allocated, spare capacity included."""
+        return sum(array.nbytes for array in self.arrays.values())
 
     def nbytes_per_device(self, n_metrics: int) -> int:
         """Bytes of state one device uses with ``n_metrics`` metric columns."""
@@ -115,11 +120,8 @@ class ShardState:
 
     def restore(self, n_devices: int, n_metrics: int, arrays: dict[str, np.ndarray]) -> None:
         """Load arrays saved by :meth:`snapshot`."""
-        capacity = max(64, 1 << max(n_devices - 1, 0).bit_length())
-        metric_capacity = 8
-        while metric_capacity < n_metrics:
-            metric_capacity *= 2
-        self.capacity, self.metric_capacity = capacity, metric_capacity
+        self.capacity = max(64, n_devices + n_devices // 4)
+        self.metric_capacity = max(8, n_metrics + _METRIC_HEADROOM)
         self.n_devices = n_devices
         for name, spec in self.specs.items():
             array = self._new(spec)

@@ -113,13 +113,18 @@ def _print_nab(report: NabReport) -> None:
     table.add_column("detector")
     for name in profiles:
         table.add_column(name, justify="right")
-    table.add_row("[bold]iotwarden[/bold]", *(f"[bold]{report.results[name].score:.1f}[/bold]" for name in profiles))
+    for index, (variant, results) in enumerate(report.variants.items()):
+        label = f"iotwarden ({variant})"
+        if index == 0:
+            table.add_row(f"[bold]{label}[/bold]", *(f"[bold]{results[name].score:.1f}[/bold]" for name in profiles))
+        else:
+            table.add_row(label, *(f"{results[name].score:.1f}" for name in profiles))
     ranked = sorted(report.scoreboard.items(), key=lambda item: -item[1].get("standard", 0.0))
     for detector, scores in ranked:
         table.add_row(detector, *(_number(scores.get(name), 1) for name in profiles))
     console.print(table)
 
-    details = Table(title="iotwarden per profile")
+    details = Table(title=f"iotwarden per profile ({next(iter(report.variants))}; thresholds in surprise units)")
     for column in ("profile", "threshold", "raw", "null", "perfect", "TP windows", "FN windows", "FP rows"):
         details.add_column(column, justify="right" if column != "profile" else "left")
     for name, result in report.results.items():
