@@ -11,6 +11,12 @@ A device is *silent* once it has not reported for longer than
 ``max(silence_factor * mean, mean + 10 * std, silence_min)`` of its own
 intervals. After a silence the rate counters restart at the device's
 typical rate, so no rate is computed across the gap.
+
+Devices that only report at some hours (a SIM used in the daytime, a
+camera that records at night) would be "silent" every day, so each device
+also counts its reports per hour of the day (UTC). Once it has a day of
+history, a silence raises an alert only when it covers an hour in which the
+device normally reports (at least 5 % of its busiest hour).
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ __all__ = ["RATE_METRICS", "LivenessTracker", "RateUpdate"]
 RATE_METRICS = ("msg_rate",)
 _RATE_TIME_CONSTANTS = (600.0,)
 _INTERVAL_SPREAD = 10.0
+_ACTIVE_HOUR_SHARE = 0.05
+
+
+def _hour_of_day(times: np.ndarray) -> np.ndarray:
+    return (np.floor(times / 3600.0) % 24).astype(np.intp)
 
 
 @dataclass(slots=True)
@@ -53,6 +64,8 @@ class LivenessTracker:
             "interval_var": ArraySpec("device", "f8", 0.0),
             "rate": ArraySpec("device", "f8", 0.0),
             "silent": ArraySpec("device", "?", False),
+            "hour_reports": ArraySpec("hour", "u2", 0),
+            "first_report": ArraySpec("device", "f8", np.nan),
         }
 
     def silence_threshold(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -82,6 +95,8 @@ class LivenessTracker:
         ready = self.interval_ready(reports)
         threshold = self.silence_threshold(mean, var)
         gap = seen_before & ready & (interval > threshold)
+        if gap.any():
+            gap &= self._covers_active_hour(state, slots, last + threshold, now)
         resumed = gap | (state["silent"][slots] & seen_before)
 
         # Interval statistics learn from normal gaps only.
@@ -112,6 +127,11 @@ class LivenessTracker:
 
         state["last_time"][slots] = now
         state["reports"][slots] = reports
+        first = state["first_report"][slots]
+        state["first_report"][slots] = np.where(np.isnan(first), now, first)
+        hours = _hour_of_day(now)
+        counts = state["hour_reports"][slots, hours].astype(np.int32)
+        state["hour_reports"][slots, hours] = np.minimum(counts + 1, np.iinfo(np.uint16).max)
         state["interval_mean"][slots] = mean
         state["interval_var"][slots] = var
         state["silent"][slots] = False
@@ -131,5 +151,24 @@ class LivenessTracker:
             & (clock - last > threshold)
         )
         found = np.flatnonzero(silent)
+        if found.size:
+            start = last[found] + threshold[found]
+            found = found[self._covers_active_hour(state, found, start, np.full(found.size, clock))]
         state["silent"][found] = True
         return found
+
+    def _covers_active_hour(self, state: ShardState, slots: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """Whether ``[start, end]`` covers an hour in which each device reports.
+
+        Devices with less than a day of history count every hour as active.
+        """
+        counts = state["hour_reports"][slots]
+        active = counts >= _ACTIVE_HOUR_SHARE * counts.max(axis=1, keepdims=True)
+        young = ~(end - state["first_report"][slots] >= 86400.0)
+        span_hours = np.clip(np.ceil((end - start) / 3600.0), 1, 24).astype(np.intp)
+        first_hour = _hour_of_day(start)
+        covered = np.zeros(len(slots), dtype=bool)
+        for offset in range(24):
+            within = offset < span_hours
+            covered |= within & active[np.arange(len(slots)), (first_hour + offset) % 24]
+        return covered | young

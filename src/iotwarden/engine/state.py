@@ -22,7 +22,7 @@ _METRIC_HEADROOM = 4
 class ArraySpec:
     """Shape kind, dtype and initial value of one state array."""
 
-    kind: str  # "device", "metric" or "pair"
+    kind: str  # "device", "metric", "pair" or "hour" (24 columns, one per hour of the day)
     dtype: str
     fill: float | int | bool
 
@@ -56,6 +56,8 @@ class ShardState:
             return self.metric_capacity
         if kind == "pair":
             return pair_count(self.metric_capacity)
+        if kind == "hour":
+            return 24
         return 0
 
     def _new(self, spec: ArraySpec) -> np.ndarray:
@@ -93,6 +95,8 @@ class ShardState:
                 new[:old_rows] = old
             elif spec.kind == "metric":
                 new[:old_rows, :old_metrics] = old
+            elif spec.kind == "hour":
+                new[:old_rows] = old
             else:
                 new[:old_rows, : pair_count(old_metrics)] = old
             self.arrays[name] = new
@@ -110,6 +114,8 @@ class ShardState:
                 total += width
             elif spec.kind == "metric":
                 total += width * n_metrics
+            elif spec.kind == "hour":
+                total += width * 24
             else:
                 total += width * pair_count(n_metrics)
         return total

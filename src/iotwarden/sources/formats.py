@@ -28,7 +28,11 @@ FormatReader = Callable[..., Iterator[Any]]
 FILE_FORMATS = ("csv", "jsonl", "mqtt")
 
 # Modules that register more formats when imported.
-_FORMAT_MODULES: tuple[str, ...] = ()
+_FORMAT_MODULES: tuple[str, ...] = (
+    "iotwarden.sources.flows.formats",
+    "iotwarden.sources.cellular",
+    "iotwarden.sources.lorawan.formats",
+)
 
 _READERS: dict[str, tuple[FormatReader, str]] = {}
 _loaded = False

@@ -20,9 +20,6 @@ statistic is ``1 / lambda`` seconds.
 Streams whose slowest weight has decayed below :data:`PRUNE_WEIGHT` are
 dropped, and at most ``max_streams`` streams of each family are kept (the
 least recently updated go first), so memory stays bounded under a scan.
-
-Reference: Y. Mirsky et al., "Kitsune: An Ensemble of Autoencoders for
-Online Network Intrusion Detection", NDSS 2018.
 """
 
 from __future__ import annotations
@@ -34,7 +31,7 @@ from collections.abc import Hashable, Sequence
 __all__ = ["DEFAULT_DECAYS", "AfterImage", "DampedStat", "PRUNE_WEIGHT"]
 
 DEFAULT_DECAYS: tuple[float, ...] = (5.0, 1.0, 0.1, 0.01)
-"""Decay rates in 1/s; half-lives 0.2 s, 1 s, 10 s and 100 s. Kitsune uses 5, 3, 1, 0.1 and 0.01."""
+"""Decay rates in 1/s; half-lives 0.2 s, 1 s, 10 s and 100 s."""
 
 PRUNE_WEIGHT = 1e-3
 _LN2 = math.log(2.0)

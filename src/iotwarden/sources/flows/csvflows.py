@@ -19,7 +19,7 @@ from typing import TextIO
 
 from iotwarden.errors import InvalidConfigError, InvalidRecordError
 from iotwarden.observation import Rejection
-from iotwarden.sources.flows.records import Flow
+from iotwarden.sources.flows.records import ZEEK_STATES, Flow
 from iotwarden.sources.flows.zeek import open_text
 from iotwarden.sources.timeparse import TimeParser
 
@@ -140,14 +140,13 @@ def _flow(row: list[str], columns: dict[str, tuple[int, str]], parser: TimeParse
         dst_bytes=number("dst_bytes"),
         src_packets=src_packets,
         dst_packets=number("dst_packets"),
-        state=text("state").upper() if text("state") in _known_states() else text("state"),
+        state=_zeek_state(text("state")),
         source=path,
         line=line,
         label=(text("label") or None) if keep_labels else None,
     )
 
 
-def _known_states() -> frozenset[str]:
-    from iotwarden.sources.flows.records import FAILED_STATES
-
-    return frozenset(state.lower() for state in FAILED_STATES)
+def _zeek_state(text: str) -> str:
+    upper = text.upper()
+    return upper if upper in ZEEK_STATES else text

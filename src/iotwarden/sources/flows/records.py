@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["FAILED_STATES", "Flow", "InternalHosts"]
+__all__ = ["FAILED_STATES", "UNANSWERED_STATES", "ZEEK_STATES", "Flow", "InternalHosts", "parse_address"]
 
 # Zeek conn_state values that count as a failed or rejected connection:
 # S0 (SYN without answer), REJ (answered by RST), RSTO/RSTR (reset before or
@@ -28,6 +28,8 @@ FAILED_STATES = frozenset({"S0", "REJ", "RSTO", "RSTR", "RSTOS0", "RSTRH", "SH",
 # closed, filtered or the host absent. Scanning and brute-force rules count
 # these; RSTO and RSTR after a completed handshake are counted as failed only.
 UNANSWERED_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR"})
+
+ZEEK_STATES = FAILED_STATES | {"SF", "S1", "S2", "S3"}
 
 
 @dataclass(slots=True)
@@ -113,7 +115,7 @@ class InternalHosts:
         return src_local and not _is_group(flow.src), dst_local and not _is_group(flow.dst)
 
     def _in_networks(self, address: str) -> bool:
-        parsed = _parse(address)
+        parsed = parse_address(address)
         if parsed is None or _is_group(address):
             return False
         assert self.networks is not None
@@ -121,7 +123,7 @@ class InternalHosts:
 
 
 @lru_cache(maxsize=65536)
-def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+def parse_address(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         return ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -130,7 +132,7 @@ def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None
 
 @lru_cache(maxsize=65536)
 def _is_private(address: str) -> bool:
-    parsed = _parse(address)
+    parsed = parse_address(address)
     if parsed is None:
         return False
     return parsed.is_private and not parsed.is_unspecified
@@ -138,10 +140,11 @@ def _is_private(address: str) -> bool:
 
 @lru_cache(maxsize=65536)
 def _is_group(address: str) -> bool:
-    parsed = _parse(address)
+    parsed = parse_address(address)
     if parsed is None:
         return True
     if parsed.is_multicast or parsed.is_unspecified:
         return True
-    # Limited broadcast and the usual directed broadcast of a /24 or wider.
+    # NOTE: without the netmask, an IPv4 address ending in .255 is taken to be
+    # a directed broadcast; a host with such an address in a wider network is missed.
     return parsed.version == 4 and (address == "255.255.255.255" or address.endswith(".255"))

@@ -26,7 +26,7 @@ from typing import Any, TextIO
 
 from iotwarden.errors import InvalidConfigError, InvalidRecordError
 from iotwarden.observation import Rejection
-from iotwarden.sources.flows.records import Flow
+from iotwarden.sources.flows.records import Flow, parse_address
 
 __all__ = ["open_text", "read_zeek_conn"]
 
@@ -191,8 +191,8 @@ def _number(record: Mapping[str, Any], name: str) -> float:
 
 def _address(record: Mapping[str, Any], name: str) -> str:
     value = str(record[name]).strip()
-    if not value or any(c.isspace() for c in value):
-        raise InvalidRecordError(f"invalid address {value!r}", field=name)
+    if parse_address(value) is None:
+        raise InvalidRecordError(f"invalid address {value!r}: expected an IPv4 or IPv6 address", field=name)
     return value
 
 
