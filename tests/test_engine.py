@@ -341,3 +341,21 @@ def test_invalid_config_names_setting():
         EngineConfig(sensitivity="extreme")  # type: ignore[arg-type]
     with pytest.raises(InvalidConfigError, match="unknown engine setting"):
         EngineConfig.from_dict({"warmup": 5, "colour": "red"})
+
+
+def test_silence_outside_active_hours_is_quiet():
+    # Reports every minute from 08:00 to 18:00 UTC for four days: the nightly
+    # gaps are the device's routine and raise no silence after the first day.
+    day = 86400.0
+    start = 1_714_550_400.0  # 2024-05-01T08:00:00Z
+    observations = []
+    for d in range(4):
+        for i in range(600):
+            observations.append(Observation("sim-1", start + d * day + i * MINUTE, {"bytes": 1000.0 + (i % 13)}))
+    engine = Engine()
+    alerts, _ = run(engine, observations)
+    silences = [alert for alert in alerts if alert.category == "silence"]
+    assert all(alert.time < start + day for alert in silences)
+    # Still nothing at 10:00 on the fifth day would be a real silence.
+    daytime = engine.check_silence(start + 4 * day + 2 * 3600.0)
+    assert [alert.category for alert in daytime] == ["silence"]
