@@ -341,8 +341,10 @@ def demo(devices: int, hours: float, seed: int, store_path: str | None) -> None:
 def _register_optional_commands() -> None:
     from iotwarden.evaluate.cli import evaluate
     from iotwarden.ledger.cli import ledger
+    from iotwarden.service.cli import run
     from iotwarden.simulate.cli import simulate
 
+    cli.add_command(run)
     cli.add_command(simulate)
     cli.add_command(evaluate)
     cli.add_command(ledger)

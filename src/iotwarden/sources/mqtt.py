@@ -19,8 +19,8 @@ Delivery guarantees, with the defaults:
   A message still in the queue when the process is killed (SIGKILL, power
   loss) is lost; a clean stop drains the queue first.
 * Reconnection is paho's: the delay starts at ``reconnect_min`` seconds and
-  doubles up to ``reconnect_max``. Every connect re-subscribes; the log
-  says whether the broker still had the session.
+  doubles up to ``reconnect_max``. Every connect re-subscribes, and the log
+  records whether the broker still had the session.
 
 A payload larger than ``max_payload_bytes`` is not queued: the callback
 receives ``None`` in its place and the size, so the service rejects it
