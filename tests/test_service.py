@@ -286,7 +286,7 @@ def test_bad_messages_dead_lettered_stream_goes_on(tmp_path: Path, broker_port: 
 
 def test_broker_restart_loses_nothing(tmp_path: Path, private_broker: Callable[..., PrivateBroker], prefix: str) -> None:
     broker = private_broker()
-    config = _config(tmp_path, broker.port, prefix, source={"reconnect_min": 3, "reconnect_max": 4})
+    config = _config(tmp_path, broker.port, prefix, source={"reconnect_min": 6, "reconnect_max": 8})
     first = [_reading(prefix, "dev-1", BASE_TIME + 60 * i, temperature=20.0 + i % 3) for i in range(50)]
     second = [_reading(prefix, "dev-1", BASE_TIME + 60 * (50 + i), temperature=20.0 + i % 3) for i in range(50)]
 
@@ -299,7 +299,7 @@ def test_broker_restart_loses_nothing(tmp_path: Path, private_broker: Callable[.
 
         broker.stop()
         broker.start()
-        # iotwarden waits at least reconnect_min (3 s) before it reconnects.
+        # iotwarden waits at least reconnect_min (6 s) before it reconnects.
         assert not running.service.sources[0].source.connected
         publisher = Publisher(broker.port)
         publisher.send(second)

@@ -26,6 +26,7 @@ from iotwarden.errors import IotwardenError
 from iotwarden.observation import format_time, parse_time
 from iotwarden.paths import data_dir, dead_letter_path, default_store_path
 from iotwarden.pipeline import Replay, ReplaySummary
+from iotwarden.response import attach_policies
 from iotwarden.sources.deadletter import DeadLetterWriter
 from iotwarden.sources.files import read_records
 from iotwarden.sources.formats import FILE_FORMATS, format_names, read_format
@@ -99,6 +100,7 @@ def _split(value: str | None) -> list[str] | None:
 @click.option("--state", "state_path", type=click.Path(dir_okay=False), help="Engine state file: resumed from if it exists, saved on stop.")
 @click.option("--stop-after", type=click.IntRange(min=1), help="Stop after this many input records and save --state.")
 @click.option("--show-alerts/--no-show-alerts", default=False, help="Print each alert as it opens.")
+@click.option("--policies", "policy_path", type=click.Path(exists=True, dir_okay=False), help="Response policy file (YAML) to run on each alert; see docs/policies.md.")
 def detect(
     inputs: tuple[str, ...],
     input_format: str | None,
@@ -121,6 +123,7 @@ def detect(
     state_path: str | None,
     stop_after: int | None,
     show_alerts: bool,
+    policy_path: str | None,
 ) -> None:
     """Replay recorded files (CSV or JSON lines, gzip too, '-' for stdin) through the detector."""
     if stop_after is not None and state_path is None:
@@ -160,6 +163,10 @@ def detect(
             if show_alerts:
                 _print_alert(alert)
 
+        responder = None
+        if policy_path:
+            on_alert, responder = attach_policies(store, policy_path, on_alert=on_alert)
+
         options: dict[str, Any] = {"store": store, "dead_letters": dead_letters, "lateness": lateness, "on_alert": on_alert}
         if state_path and Path(state_path).exists():
             replay = Replay.resume(state_path, **options)
@@ -178,6 +185,9 @@ def detect(
                     raise
         if state_path:
             replay.save_state(state_path)
+        if responder is not None:
+            responder.tick()
+            responder.close()
         store.finish_run(run_id, summary.to_dict())
         _print_summary(summary, store_file, dead_letters.path, state_path)
 
@@ -341,6 +351,7 @@ def demo(devices: int, hours: float, seed: int, store_path: str | None) -> None:
 def _register_optional_commands() -> None:
     from iotwarden.evaluate.cli import evaluate
     from iotwarden.ledger.cli import ledger
+    from iotwarden.response.cli import actions
     from iotwarden.service.cli import run
     from iotwarden.simulate.cli import simulate
 
@@ -348,6 +359,7 @@ def _register_optional_commands() -> None:
     cli.add_command(simulate)
     cli.add_command(evaluate)
     cli.add_command(ledger)
+    cli.add_command(actions)
 
 
 _register_optional_commands()

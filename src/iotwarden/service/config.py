@@ -80,6 +80,7 @@ class ServiceConfig:
     state: Path
     dead_letter: Path
     status_file: Path | None = None
+    policies: Path | None = None
     engine: EngineConfig = field(default_factory=EngineConfig)
     sources: tuple[MqttSourceConfig, ...] = ()
     logs: tuple[MosquittoLogSettings, ...] = ()
@@ -133,6 +134,7 @@ def build_service_config(data: Mapping[str, Any], file_name: str) -> ServiceConf
     state = top.path("state", None) or base() / "service-state.npz"
     dead_letter = top.path("dead_letter", None) or dead_letter_path(store)
     status_file = top.path("status_file", None)
+    policies = top.path("policies", None)
 
     engine_data = top.mapping("engine", {})
     try:
@@ -174,6 +176,7 @@ def build_service_config(data: Mapping[str, Any], file_name: str) -> ServiceConf
         state=state,
         dead_letter=dead_letter,
         status_file=status_file,
+        policies=policies,
         engine=engine,
         sources=tuple(sources),
         logs=tuple(logs),

@@ -51,6 +51,7 @@ from iotwarden.sources.deadletter import DeadLetterWriter
 from iotwarden.sources.mqtt import MqttSource, RawMessage, RecentMessages, TopicTemplate, payload_digest
 from iotwarden.sources.ordering import Reorderer
 from iotwarden.sources.payload import PayloadParser
+from iotwarden.response import Responder
 from iotwarden.store import AlertStore
 
 __all__ = ["Service", "ServiceCounters", "sidecar_path"]
@@ -137,6 +138,7 @@ class Service:
         self._load_sidecar()
 
         self.store = AlertStore(config.store)
+        self.responder = Responder.from_file(self.store, config.policies) if config.policies else None
         self.dead_letters = DeadLetterWriter(config.dead_letter)
         self._logged_rejections = 0
         self._suppressed_rejections = 0
@@ -239,6 +241,8 @@ class Service:
                 if now >= next_silence:
                     next_silence = now + config.silence_interval
                     self._check_silence(now)
+                    if self.responder is not None:
+                        self.responder.tick()
                 if now >= next_stats:
                     next_stats = now + config.stats_interval
                     self._report()
@@ -274,6 +278,8 @@ class Service:
             self._report()
             self.store.finish_run(run_id, self.summary())
         finally:
+            if self.responder is not None:
+                self.responder.close()
             self.store.close()
             self.dead_letters.close()
         logger.info(
@@ -428,6 +434,9 @@ class Service:
         if not opened and not closed:
             return
         self.store.record_alerts(opened, closed)
+        if self.responder is not None:
+            for alert in opened:
+                self.responder.on_alert(alert)
         self.counters.alerts_opened += len(opened)
         self.counters.alerts_closed += len(closed)
         for alert in opened:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import string
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +84,7 @@ class CellularActuator(Actuator):
         if template is None:
             raise ActuatorError(f"{self.name}: no {template_name!r} request is configured", retryable=False)
         values = {"device": request.target.device, **request.target.attributes}
-        for name in template.placeholders():
+        for name in template.placeholders() - {"device"}:
             request.target.require(name, self.name)
         method, path, body = template.render(values)
         try:
@@ -144,7 +143,6 @@ class EmnifyActuator(CellularActuator):
         super().__init__(name, url=url, requests=EMNIFY_REQUESTS, timeout=timeout)
         self.application_token = application_token
         self._lock = threading.Lock()
-        self._token_time = 0.0
 
     def _headers(self) -> dict[str, str]:
         with self._lock:
@@ -161,7 +159,6 @@ class EmnifyActuator(CellularActuator):
         if not token:
             raise ActuatorError(f"{self.name}: /api/v1/authenticate returned no auth_token")
         self.token = token
-        self._token_time = time.monotonic()
 
     def _refresh_token(self) -> bool:
         with self._lock:

@@ -8,8 +8,8 @@ no MAC is known. Every flow of one action carries a cookie derived from the
 action id, so release deletes exactly those flows. The OpenFlow hard timeout
 is the containment's time to live (capped at 65535 s, the field's maximum).
 
-ONOS takes flow rules on ``POST /onos/v1/flows/{deviceId}`` and answers with
-the new rule's URL in ``Location``; release deletes those URLs.
+ONOS takes flow rules on ``POST /onos/v1/flows/{deviceId}`` and returns the
+new rule's URL in the ``Location`` header. Release deletes those URLs.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ __all__ = ["OsKenActuator", "OnosActuator"]
 logger = logging.getLogger(__name__)
 
 MAX_HARD_TIMEOUT = 65535  # 16-bit field in OpenFlow 1.3
-COOKIE_MASK_ALL = 2**64 - 1  # os-ken 1.4.1 answers HTTP 500 for cookie_mask -1
+COOKIE_MASK_ALL = 2**64 - 1  # os-ken 1.4.1 returns HTTP 500 for cookie_mask -1
 
 
 def action_cookie(action_id: str) -> int:
@@ -187,6 +187,8 @@ class OnosActuator(Actuator):
         for match in _device_matches(request, self.name):
             body = {
                 "priority": self.priority,
+                # NOTE: permanent, so the rule ends only through the responder's tick (no
+                # hard timeout as with os-ken). Tested against a local server, not a live ONOS.
                 "isPermanent": True,
                 "timeout": 0,
                 "deviceId": device_id,
@@ -200,7 +202,7 @@ class OnosActuator(Actuator):
             )
             location = headers.get("Location") or headers.get("location")
             if not location:
-                raise ActuatorError(f"{self.name}: ONOS answered HTTP {status} without a Location header for the new flow rule")
+                raise ActuatorError(f"{self.name}: ONOS responded with HTTP {status} but no Location header for the new flow rule")
             rules.append(urllib.parse.urlsplit(location).path.rsplit("/", 1)[-1])
         return {"device_id": device_id, "flow_ids": rules}
 
