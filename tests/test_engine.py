@@ -359,3 +359,30 @@ def test_silence_outside_active_hours_is_quiet():
     # Still nothing at 10:00 on the fifth day would be a real silence.
     daytime = engine.check_silence(start + 4 * day + 2 * 3600.0)
     assert [alert.category for alert in daytime] == ["silence"]
+
+
+def test_suppression_hides_matching_alerts():
+    from iotwarden.decisions.suppression import Suppression
+
+    values = normal(23, 200, 20.0, 0.3)
+    values[100] = 40.0
+    other = normal(24, 200, 5.0, 0.1)
+    other[150] = 15.0
+    engine = Engine()
+    engine.set_suppressions([Suppression("s-1", device="room-1", metric="temperature_c", category="spike")])
+    alerts, _ = run(engine, stream("room-1", {"temperature_c": values, "co2_pct": other}))
+    assert [(a.metrics[0].metric, a.time) for a in value_alerts(alerts)] == [("co2_pct", T0 + 150 * MINUTE)]
+    assert engine.book.suppressed == 1
+
+
+def test_maintenance_window_ends():
+    from iotwarden.decisions.suppression import Suppression
+
+    values = normal(25, 300, 20.0, 0.3)
+    values[100] = 40.0
+    values[250] = 40.0
+    engine = Engine()
+    window = Suppression("mw-1", device="room-2", start=T0 + 90 * MINUTE, end=T0 + 200 * MINUTE, reason="maintenance")
+    engine.set_suppressions([window])
+    alerts, _ = run(engine, stream("room-2", {"temperature_c": values}))
+    assert [a.time for a in value_alerts(alerts)] == [T0 + 250 * MINUTE]

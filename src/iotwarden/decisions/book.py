@@ -16,6 +16,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from iotwarden.decisions.alerts import Alert, Contribution, severity_for
+from iotwarden.decisions.suppression import SuppressionSet
 from iotwarden.engine.config import EngineConfig
 
 __all__ = ["AlertBook", "AlertKey"]
@@ -41,13 +42,30 @@ class AlertBook:
     incidents: dict[str, _Incident] = field(default_factory=dict)
     opened: list[Alert] = field(default_factory=list)
     closed: list[Alert] = field(default_factory=list)
+    suppressions: SuppressionSet = field(default_factory=SuppressionSet)
+    suppressed: int = 0
 
     def start_batch(self) -> None:
         self.opened = []
         self.closed = []
 
     def raise_alert(self, key: AlertKey | None, alert: Alert) -> Alert:
-        """Record a new alert; ``key`` None means it is closed at once."""
+        """Record a new alert; ``key`` None means it is closed at once.
+
+        An alert that a suppression covers is tracked (so its episode does
+        not reopen at every point) but not reported in ``opened`` or
+        ``closed``; ``details["suppressed_by"]`` names the suppression.
+        """
+        suppression = self.suppressions.match(alert) if len(self.suppressions) else None
+        if suppression is not None:
+            alert.details["suppressed_by"] = suppression.id
+            self.suppressed += 1
+            if key is not None:
+                self.open[key] = alert
+            elif alert.end_time is None:
+                alert.end_time = alert.time
+            logger.debug("alert on %s suppressed by %s", alert.device, suppression.id)
+            return alert
         incident = self.incidents.get(alert.device)
         if incident is None or (incident.open_alerts == 0 and alert.time - incident.last_activity > self.config.incident_gap):
             digest = hashlib.sha256(f"{alert.device}\x1f{alert.time!r}".encode()).hexdigest()[:12]
@@ -89,6 +107,8 @@ class AlertBook:
             return None
         alert.end_time = max(time, alert.time)
         alert.close_reason = reason
+        if "suppressed_by" in alert.details:
+            return alert
         incident = self.incidents.get(alert.device)
         if incident is not None and incident.id == alert.incident_id:
             incident.open_alerts = max(incident.open_alerts - 1, 0)

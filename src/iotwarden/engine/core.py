@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from iotwarden.decisions.alerts import Alert, Contribution, severity_for
 from iotwarden.decisions.book import AlertBook
+from iotwarden.decisions.suppression import Suppression
 from iotwarden.decisions.calibration import MAX_SURPRISE, bonferroni, zero_nan
 from iotwarden.decisions import explain
 from iotwarden.detectors.base import DetectorScore, RoundView
@@ -309,6 +310,14 @@ class Engine:
         if clock is not None or math.isfinite(self.clock):
             self.check_silence(self.clock if clock is None else clock)
         return list(self.book.opened)
+
+    def set_suppressions(self, suppressions: Iterable[Suppression]) -> None:
+        """Replace the suppressions and maintenance windows in force.
+
+        Alerts they cover are tracked but not reported; see
+        :mod:`iotwarden.decisions.suppression`.
+        """
+        self.book.suppressions.replace(suppressions)
 
     @property
     def open_alerts(self) -> list[Alert]:
