@@ -16,7 +16,9 @@ Devices that only report at some hours (a SIM used in the daytime, a
 camera that records at night) would be "silent" every day, so each device
 also counts its reports per hour of the day (UTC). Once it has a day of
 history, a silence raises an alert only when it covers an hour in which the
-device normally reports (at least 5 % of its busiest hour).
+device normally reports (at least 5 % of its busiest hour). And a device
+whose silences are routine (see ``EngineConfig.routine_after``) is only
+silent once it exceeds its longest earlier silence by a fifth.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ RATE_METRICS = ("msg_rate",)
 _RATE_TIME_CONSTANTS = (600.0,)
 _INTERVAL_SPREAD = 10.0
 _ACTIVE_HOUR_SHARE = 0.05
+_ROUTINE_MARGIN = 0.2
+_ROUTINE_SILENCE_CAP = 86400.0
 
 
 def _hour_of_day(times: np.ndarray) -> np.ndarray:
@@ -65,6 +69,8 @@ class LivenessTracker:
             "rate": ArraySpec("device", "f8", 0.0),
             "silent": ArraySpec("device", "?", False),
             "hour_reports": ArraySpec("hour", "u2", 0),
+            "silence_episodes": ArraySpec("device", "u1", 0),
+            "silence_longest": ArraySpec("device", "f4", 0.0),
             "first_report": ArraySpec("device", "f8", np.nan),
         }
 
@@ -73,6 +79,23 @@ class LivenessTracker:
         config = self.config
         spread = mean + _INTERVAL_SPREAD * np.sqrt(np.maximum(var, 0.0))
         return np.maximum(np.maximum(config.silence_factor * mean, spread), config.silence_min)
+
+    def effective_threshold(self, state: ShardState, slots: np.ndarray | slice) -> np.ndarray:
+        """Silence threshold of each device, widened for routine silences.
+
+        A device that has already fallen silent ``routine_after`` times is
+        only silent again after a fifth more than its longest silence so
+        far, counting at most one day of it.
+        """
+        threshold = self.silence_threshold(state["interval_mean"][slots], state["interval_var"][slots])
+        routine = state["silence_episodes"][slots] >= self.config.routine_after
+        longest = np.minimum(state["silence_longest"][slots].astype(np.float64), _ROUTINE_SILENCE_CAP)
+        return np.where(routine, np.maximum(threshold, (1.0 + _ROUTINE_MARGIN) * longest), threshold)
+
+    def record_silence(self, state: ShardState, slot: int, duration: float) -> None:
+        """Count a finished silence of ``duration`` seconds."""
+        state["silence_episodes"][slot] = min(int(state["silence_episodes"][slot]) + 1, 255)
+        state["silence_longest"][slot] = max(float(state["silence_longest"][slot]), duration)
 
     def interval_ready(self, reports: np.ndarray) -> np.ndarray:
         return reports > self.config.warmup
@@ -93,7 +116,7 @@ class LivenessTracker:
         interval = np.where(seen_before, now - last, 0.0)
 
         ready = self.interval_ready(reports)
-        threshold = self.silence_threshold(mean, var)
+        threshold = self.effective_threshold(state, slots)
         gap = seen_before & ready & (interval > threshold)
         if gap.any():
             gap &= self._covers_active_hour(state, slots, last + threshold, now)
@@ -143,7 +166,7 @@ class LivenessTracker:
         if n == 0:
             return np.empty(0, dtype=np.intp)
         last = state["last_time"][:n]
-        threshold = self.silence_threshold(state["interval_mean"][:n], state["interval_var"][:n])
+        threshold = self.effective_threshold(state, slice(0, n))
         silent = (
             ~state["silent"][:n]
             & np.isfinite(last)

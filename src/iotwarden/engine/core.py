@@ -117,6 +117,8 @@ class Engine:
                 "routine_high": ArraySpec("metric", "f4", -np.inf),
                 "routine_low": ArraySpec("metric", "f4", np.inf),
                 "routine_stuck": ArraySpec("metric", "u1", 0),
+                "routine_drift": ArraySpec("metric", "u1", 0),
+                "routine_drift_peak": ArraySpec("metric", "f4", 0.0),
                 "shadow_count": ArraySpec("metric", "f4", 0.0),
                 "open_multivariate": ArraySpec("device", "i1", 0),
                 "quiet_multivariate": ArraySpec("device", "u1", 0),
@@ -565,6 +567,8 @@ class Engine:
                 if closed is not None:
                     if channel == "spike":
                         self._remember_routine(shard, int(slot), int(column), direction, closed)
+                    else:
+                        self._remember_drift(shard, int(slot), int(column), closed)
                     shard[f"open_{channel}"][slot, column] = 0
                     shard[f"quiet_{channel}"][slot, column] = 0
             logger.info(
@@ -600,6 +604,14 @@ class Engine:
         direction = score.direction if score is not None and score.direction is not None else np.sign(zero_nan(view.x - self.limit_low[:m]))
         if channel == "spike" and opening.any():
             opening &= ~self._routine(shard, view, direction)
+        if channel == "drift" and opening.any():
+            # Drift that has come and gone routine_after times (seasons, coverage)
+            # is routine up to a fifth above the strongest such episode.
+            slots_m = (view.slots, slice(0, m))
+            routine = (shard["routine_drift"][slots_m] >= config.routine_after) & (
+                corrected <= (1.0 + _ROUTINE_MARGIN) * shard["routine_drift_peak"][slots_m]
+            )
+            opening &= ~routine
 
         if opening.any() or closing.any() or (is_open & (corrected >= config.open_threshold)).any():
             for row, column in zip(*np.nonzero(opening)):
@@ -612,6 +624,8 @@ class Engine:
                 closed = self.book.close((number, slot, channel, int(column)), float(view.times[row]), "returned to normal")
                 if closed is not None and channel == "spike":
                     self._remember_routine(shard, slot, int(column), int(open_state[row, column]), closed)
+                elif closed is not None and channel == "drift":
+                    self._remember_drift(shard, slot, int(column), closed)
 
         new_state = np.where(opening, np.where(direction == 0, 1, direction), np.where(closing, 0, open_state))
         shard[f"open_{channel}"][slots, :m] = new_state
@@ -657,6 +671,10 @@ class Engine:
             if excursion is not None:
                 self.cohort_routine_down[cohort, column] += 1
                 self.cohort_excursion_down[cohort, column] = max(self.cohort_excursion_down[cohort, column], excursion)
+
+    def _remember_drift(self, shard: ShardState, slot: int, column: int, alert: Alert) -> None:
+        shard["routine_drift"][slot, column] = min(int(shard["routine_drift"][slot, column]) + 1, 255)
+        shard["routine_drift_peak"][slot, column] = max(float(shard["routine_drift_peak"][slot, column]), alert.score)
 
     def _contribution(
         self, view: RoundView, row: int, column: int, surprise: np.ndarray, score: DetectorScore | None
@@ -784,7 +802,7 @@ class Engine:
     def _silence_alert(self, number: int, shard: ShardState, slot: int, clock: float, ongoing: bool) -> Alert:
         last = float(shard["last_time"][slot])
         mean = float(shard["interval_mean"][slot])
-        threshold = float(self.liveness.silence_threshold(np.array([mean]), np.array([shard["interval_var"][slot]]))[0])
+        threshold = float(self.liveness.effective_threshold(shard, np.array([slot]))[0])
         gap = clock - last
         surprise = max(self.config.open_threshold, min(gap / max(mean, 1e-9) / math.log(10), MAX_SURPRISE))
         alert = Alert(
@@ -804,6 +822,7 @@ class Engine:
 
     def _end_silence(self, number: int, shard: ShardState, slot: int, time: float, gap_start: float) -> None:
         key = (number, slot, "silence", -1)
+        self.liveness.record_silence(shard, slot, time - gap_start)
         if self.book.get(key) is not None:
             self.book.close(key, time, "device reported again")
             return
