@@ -16,7 +16,14 @@ from rich.table import Table
 from iotwarden.errors import IotwardenError
 from iotwarden.evaluate.nab import NabReport, find_nab_files, run_nab
 from iotwarden.evaluate.skab import SkabReport, find_skab_files, run_skab, summarise
-from iotwarden.evaluate.ton_iot import MAX_NORMAL_FLAGGED, MIN_EPISODES_DETECTED, TonReport, find_ton_files, run_ton_iot
+from iotwarden.evaluate.ton_iot import (
+    CONTROL_ROWS,
+    MAX_NORMAL_FLAGGED,
+    MIN_EPISODES_DETECTED,
+    TonReport,
+    find_ton_files,
+    run_ton_iot,
+)
 
 __all__ = ["evaluate"]
 
@@ -124,14 +131,17 @@ def _print_nab(report: NabReport) -> None:
         table.add_row(detector, *(_number(scores.get(name), 1) for name in profiles))
     console.print(table)
 
-    details = Table(title=f"iotwarden per profile ({next(iter(report.variants))}; thresholds in surprise units)")
-    for column in ("profile", "threshold", "raw", "null", "perfect", "TP windows", "FN windows", "FP rows"):
-        details.add_column(column, justify="right" if column != "profile" else "left")
+    details = Table(
+        title=f"iotwarden per profile ({next(iter(report.variants))}): threshold in surprise, TP and FN count windows"
+    )
+    details.add_column("profile", no_wrap=True)
+    for column in ("threshold", "raw", "null", "perfect", "TP", "FN", "FP rows"):
+        details.add_column(column, justify="right")
     for name, result in report.results.items():
         values = result.to_dict()
         details.add_row(
             name,
-            _number(result.threshold, 6),
+            _number(result.threshold, 2),
             _number(result.raw, 2),
             _number(result.null, 1),
             _number(result.perfect, 1),
@@ -168,14 +178,21 @@ def _percent(value: float | None) -> str:
 def _print_ton(report: TonReport) -> None:
     console = Console()
     table = Table(title="TON_IoT: attack episodes (all normal rows, then one attack type, time-shifted)")
-    for column in ("device", "episode", "rows", "blocks", "detected", "rows flagged", "first flag after"):
-        table.add_column(column, justify="left" if column in ("device", "episode", "detected") else "right")
+    for column in ("device", "episode", "rows", "blocks", "detected", "flagged", "carried over", "first flag"):
+        left = column in ("device", "episode", "detected")
+        table.add_column(column, justify="left" if left else "right", no_wrap=column in ("device", "episode"))
     for outcome in report.files:
         for episode in [*outcome.episodes, outcome.control]:
             delay = "-" if episode.first_flag_delay_s is None else f"{episode.first_flag_delay_s:.0f} s"
             table.add_row(outcome.device, episode.attack, str(episode.rows), str(episode.chunks),
-                          "yes" if episode.detected else "no", f"{episode.flagged_fraction:.1%}", delay)
+                          "yes" if episode.detected else "no", f"{episode.flagged_fraction:.1%}",
+                          str(episode.carried_over_rows), delay)
     console.print(table)
+    console.print(
+        "flagged: share of the episode's rows with an alert open; carried over: leading rows covered by an "
+        "alert already open at the last normal row, which do not count as detection; control: the last "
+        f"{CONTROL_ROWS} normal rows spliced in like an episode"
+    )
 
     normal = Table(title="TON_IoT: normal rows")
     for column in ("device", "normal rows", "flagged", "share", "not ready"):

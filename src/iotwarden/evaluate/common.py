@@ -103,7 +103,9 @@ class ReplayResult:
     alerts: list[Any] = field(default_factory=list)
 
 
-def replay(observations: Sequence[Observation], make_engine: EngineFactory, batch_size: int = BATCH_SIZE) -> ReplayResult:
+def replay(
+    observations: Sequence[Observation], make_engine: EngineFactory, batch_size: int = BATCH_SIZE
+) -> ReplayResult:
     """Feed observations to a fresh engine in micro-batches and collect its output.
 
     The alerts include those that ``Engine.finish`` returns at the end of the stream.

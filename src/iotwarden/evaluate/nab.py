@@ -25,8 +25,8 @@ Real-time Anomaly Detection Algorithms - the Numenta Anomaly Benchmark"
   same way, so both find the same maximum.
 * The reported score is ``100 * (raw - null) / (perfect - null)``. ``null``
   is the raw score of a detector that never fires (``-fnWeight`` per
-  window) and ``perfect`` that of one that fires on the first row of every
-  window (``tpWeight`` per window).
+  window). ``perfect`` is the raw score of a detector that fires on the
+  first row of every window (``tpWeight`` per window).
 """
 
 from __future__ import annotations
@@ -423,7 +423,9 @@ def find_nab_files(root: Path) -> list[tuple[str, Path]]:
     names = sorted(read_json(windows_path))
     missing = [name for name in names if not (data_dir / name).is_file()]
     if missing:
-        raise DatasetError(f"{len(missing)} data files named in {windows_path} are missing, first {data_dir / missing[0]}")
+        raise DatasetError(
+            f"{len(missing)} data files named in {windows_path} not found, first {data_dir / missing[0]}"
+        )
     return [(name, data_dir / name) for name in names]
 
 
