@@ -34,10 +34,10 @@ _RESIDUAL_CLIP = 10.0
 _RHO_LIMIT = 0.95
 
 
-def _pair_columns(n_metrics: int) -> tuple[np.ndarray, np.ndarray]:
+def _pair_columns(n_metrics: int, skip: int) -> tuple[np.ndarray, np.ndarray]:
     j_list, i_list = [], []
-    for j in range(1, n_metrics):
-        for i in range(j):
+    for j in range(skip + 1, n_metrics):
+        for i in range(skip, j):
             i_list.append(i)
             j_list.append(j)
     return np.array(i_list, dtype=np.intp), np.array(j_list, dtype=np.intp)
@@ -49,14 +49,21 @@ class CorrelationDetector(Detector):
     name = "multivariate"
     per_metric = False
 
-    def __init__(self) -> None:
+    def __init__(self, skip: int = 0) -> None:
+        self.skip = skip
         self._pairs: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def pairs(self, n_metrics: int) -> tuple[np.ndarray, np.ndarray]:
-        """Column indices (i, j) of every pair, in state column order."""
+        """Metric columns (i, j) of every pair, in pair state column order.
+
+        The first ``skip`` columns (derived metrics) are in no pair.
+        """
         if n_metrics not in self._pairs:
-            self._pairs[n_metrics] = _pair_columns(n_metrics)
+            self._pairs[n_metrics] = _pair_columns(n_metrics, self.skip)
         return self._pairs[n_metrics]
+
+    def pair_total(self, n_metrics: int) -> int:
+        return pair_count(max(n_metrics - self.skip, 0))
 
     def state_specs(self) -> dict[str, ArraySpec]:
         return {
@@ -85,7 +92,7 @@ class CorrelationDetector(Detector):
 
     def score(self, state: ShardState, view: RoundView) -> DetectorScore:
         n, m = view.x.shape
-        n_pairs = pair_count(m)
+        n_pairs = self.pair_total(m)
         surprise = np.zeros((n, 1))
         ready_rows = np.zeros((n, 1), dtype=bool)
         best = np.full(n, -1, dtype=np.intp)
@@ -117,7 +124,7 @@ class CorrelationDetector(Detector):
 
     def learn(self, state: ShardState, view: RoundView, learn: np.ndarray) -> None:
         n, m = view.x.shape
-        n_pairs = pair_count(m)
+        n_pairs = self.pair_total(m)
         slots = view.slots
         usable = learn & view.long_ready & ~view.derived[None, :]
         if n == 0 or not usable.any():

@@ -5,7 +5,10 @@ weighted mean and variance of the interval between reports, and a decayed
 message counter (time constant 10 minutes) that becomes the derived metric
 ``msg_rate`` in messages per minute. A burst of reports (DDoS
 participation, a flood) or a thinning of them (a device busy with something
-else) then shows as a spike or dip of this metric.
+else) then shows as a spike or dip of this metric. The derived metric
+``burst_share`` is the share of recent reports (about the last 50) that came
+less than a second after the previous one: it changes when a device's
+reporting rhythm changes even if its average rate does not.
 
 A device is *silent* once it has not reported for longer than
 ``max(silence_factor * mean, mean + 10 * std, silence_min)`` of its own
@@ -32,8 +35,13 @@ from iotwarden.engine.state import ArraySpec, ShardState
 
 __all__ = ["RATE_METRICS", "LivenessTracker", "RateUpdate"]
 
-RATE_METRICS = ("msg_rate",)
-_RATE_TIME_CONSTANTS = (600.0,)
+RATE_METRICS = ("msg_rate", "burst_share")
+# Smallest scale of each derived metric in its own unit: a device that never
+# sent two reports within a second must not alert on its first such pair.
+RATE_METRIC_FLOORS = (0.0, 0.05)
+_RATE_TIME_CONSTANT = 600.0
+_BURST_INTERVAL = 1.0
+_BURST_MEMORY = 50.0
 _INTERVAL_SPREAD = 10.0
 _ACTIVE_HOUR_SHARE = 0.05
 _ROUTINE_MARGIN = 0.2
@@ -48,7 +56,7 @@ def _hour_of_day(times: np.ndarray) -> np.ndarray:
 class RateUpdate:
     """Result of one round of reports: rates and the devices that resumed."""
 
-    rates: np.ndarray  # (n, len(RATE_METRICS)) messages per minute; NaN while not ready
+    rates: np.ndarray  # (n, len(RATE_METRICS)): msg_rate per minute, burst_share; NaN while not ready
     resumed: np.ndarray  # (n,) bool: this report ends a silence
     gap_start: np.ndarray  # (n,) time of the last report before this one
 
@@ -67,6 +75,7 @@ class LivenessTracker:
             "interval_mean": ArraySpec("device", "f8", 0.0),
             "interval_var": ArraySpec("device", "f8", 0.0),
             "rate": ArraySpec("device", "f8", 0.0),
+            "burst_share": ArraySpec("device", "f4", 0.0),
             "silent": ArraySpec("device", "?", False),
             "hour_reports": ArraySpec("hour", "u2", 0),
             "silence_episodes": ArraySpec("device", "u1", 0),
@@ -141,12 +150,19 @@ class LivenessTracker:
         just_ready = self.interval_ready(reports) & ~ready
         restart = just_ready | resumed
         rates = np.full((len(slots), len(RATE_METRICS)), np.nan)
-        for k, (name, tau) in enumerate(zip(("rate",), _RATE_TIME_CONSTANTS)):
-            previous = state[name][slots]
-            decayed = previous * np.exp(-interval / tau) + 60.0 / tau
-            value = np.where(restart, typical, decayed)
-            state[name][slots] = value
-            rates[:, k] = np.where(self.interval_ready(reports), value, np.nan)
+        decayed = state["rate"][slots] * np.exp(-interval / _RATE_TIME_CONSTANT) + 60.0 / _RATE_TIME_CONSTANT
+        rate = np.where(restart, typical, decayed)
+        state["rate"][slots] = rate
+
+        burst_weight = 1.0 / np.minimum(np.maximum(reports - 1.0, 1.0), _BURST_MEMORY)
+        burst = (seen_before & (interval < _BURST_INTERVAL)).astype(np.float64)
+        share = state["burst_share"][slots] + burst_weight * (burst - state["burst_share"][slots])
+        share = np.where(seen_before, share, 0.0)
+        state["burst_share"][slots] = share
+
+        shown = self.interval_ready(reports)
+        rates[:, 0] = np.where(shown, rate, np.nan)
+        rates[:, 1] = np.where(shown, share, np.nan)
 
         state["last_time"][slots] = now
         state["reports"][slots] = reports

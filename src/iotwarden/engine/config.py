@@ -46,6 +46,8 @@ class EngineConfig:
             update the baselines (flagged points do not poison them).
         adopt_after: Seconds a metric may stay anomalous before its recent
             level is adopted as the new normal and the alert closes.
+        adopt_after_count: The same in observations, whichever comes first;
+            it matters for devices that report in dense bursts.
         close_after: Consecutive normal observations that close an alert.
         relative_floor: Smallest scale as a fraction of the level, so a
             constant signal does not turn a tiny change into a huge score.
@@ -87,6 +89,7 @@ class EngineConfig:
     clip_sigma: float = 4.0
     learn_threshold: float = 3.0
     adopt_after: float = 6 * 3600.0
+    adopt_after_count: int = 1000
     close_after: int = 3
     relative_floor: float = 1e-3
     absolute_floor: float = 1e-9
@@ -123,6 +126,7 @@ class EngineConfig:
         _require(self.clip_sigma > 1, "clip_sigma", "a number > 1", self.clip_sigma)
         _require(self.learn_threshold > 0, "learn_threshold", "a number > 0", self.learn_threshold)
         _require(self.adopt_after > 0, "adopt_after", "a number of seconds > 0", self.adopt_after)
+        _require(self.adopt_after_count >= 3, "adopt_after_count", "an integer >= 3", self.adopt_after_count)
         _require(self.close_after >= 1, "close_after", "an integer >= 1", self.close_after)
         _require(self.relative_floor >= 0, "relative_floor", "a number >= 0", self.relative_floor)
         _require(self.absolute_floor > 0, "absolute_floor", "a number > 0", self.absolute_floor)

@@ -31,7 +31,7 @@ from iotwarden.detectors.base import DetectorScore, RoundView
 from iotwarden.detectors.baseline import BaselineDetector, ewm_alpha, predictive_scale
 from iotwarden.detectors.correlation import CorrelationDetector
 from iotwarden.detectors.drift import DriftDetector
-from iotwarden.detectors.liveness import RATE_METRICS, LivenessTracker
+from iotwarden.detectors.liveness import RATE_METRIC_FLOORS, RATE_METRICS, LivenessTracker
 from iotwarden.detectors.stuck import StuckDetector
 from iotwarden.engine.config import EngineConfig
 from iotwarden.engine.counters import CounterEvent, CounterTracker
@@ -94,7 +94,8 @@ class Engine:
         self.baseline = BaselineDetector()
         self.drift = DriftDetector()
         self.stuck = StuckDetector()
-        self.correlation = CorrelationDetector()
+        n_derived = len(RATE_METRICS) if self.config.rate_features else 0
+        self.correlation = CorrelationDetector(skip=n_derived)
         self.detectors = (self.baseline, self.drift, self.stuck, self.correlation)
         self.liveness = LivenessTracker(self.config)
         self.counters = CounterTracker(self.config)
@@ -127,7 +128,7 @@ class Engine:
         for channel in _METRIC_CHANNELS:
             specs[f"open_{channel}"] = ArraySpec("metric", "i1", 0)
             specs[f"quiet_{channel}"] = ArraySpec("metric", "u1", 0)
-        self.shards = [ShardState(specs) for _ in range(self.config.shards)]
+        self.shards = [ShardState(specs, pair_skip=n_derived) for _ in range(self.config.shards)]
         self.shard_devices: list[list[str]] = [[] for _ in self.shards]
         self.device_index: dict[str, tuple[int, int]] = {}
 
@@ -136,6 +137,7 @@ class Engine:
         self.derived: np.ndarray = np.zeros(0, dtype=bool)
         self.limit_low = np.zeros(0)
         self.limit_high = np.zeros(0)
+        self.scale_floor = np.zeros(0)
 
         self.cohort_names: list[str] = []
         self.cohort_index: dict[str, int] = {}
@@ -152,8 +154,9 @@ class Engine:
         self._cohort(FLEET_COHORT)
 
         if self.config.rate_features:
-            for name in RATE_METRICS:
+            for name, floor in zip(RATE_METRICS, RATE_METRIC_FLOORS):
                 self._metric(name, derived=True)
+                self.scale_floor[self.metric_index[name]] = floor
 
         self.clock = -math.inf
         self.observations = 0
@@ -179,6 +182,7 @@ class Engine:
         low, high = self.config.limits.get(name, (-np.inf, np.inf))
         self.limit_low = np.append(self.limit_low, float(low))
         self.limit_high = np.append(self.limit_high, float(high))
+        self.scale_floor = np.append(self.scale_floor, 0.0)
         for shard in self.shards:
             shard.ensure_metrics(column + 1)
         self._ensure_cohort_capacity(len(self.cohort_names), column + 1)
@@ -442,6 +446,7 @@ class Engine:
         # has a resolution of one unit.
         resolution = shard["resolution"][slots, :m].astype(np.float64)
         resolution = np.where(np.isinf(resolution) & shard["integral"][slots, :m] & (count > 0), 1.0, resolution)
+        resolution = np.where(np.isinf(resolution), self.scale_floor[:m], np.maximum(resolution, self.scale_floor[:m]))
         scale_fast = predictive_scale(shard["var_fast"][slots, :m], count, mean_fast, resolution, config.fast_halflife, config)
         scale_slow = predictive_scale(shard["var_slow"][slots, :m], count, mean_slow, resolution, config.slow_halflife, config)
 
@@ -541,10 +546,13 @@ class Engine:
         shard["shadow_mean"][slots, :m] = np.where(starting, x, np.where(continuing, new_mean, mean))
         shard["shadow_var"][slots, :m] = np.where(starting, 0.0, np.where(continuing, new_var, var))
         shard["shadow_count"][slots, :m] = np.where(starting, 1.0, np.where(continuing, count + 1.0, count))
-        since = np.where(starting, times, np.where(learn, np.nan, since))
+        # A learnable value ends the episode only where nothing is blocked: while
+        # drift holds the slow baseline, the fast one still learns.
+        since = np.where(starting, times, np.where(learn & ~blocked, np.nan, since))
         shard["blocked_since"][slots, :m] = since
         settled = np.isfinite(shard["shadow_mean"][slots, :m]) & np.isfinite(shard["shadow_var"][slots, :m])
-        return continuing & (times - since >= self.config.adopt_after) & (count >= 3) & settled
+        long_enough = (times - since >= self.config.adopt_after) | (count >= self.config.adopt_after_count)
+        return continuing & long_enough & (count >= 3) & settled
 
     def _adopt(self, number: int, shard: ShardState, view: RoundView, adopt: np.ndarray) -> None:
         """Accept a lasting new level as normal and close its alerts."""
@@ -823,6 +831,13 @@ class Engine:
     def _end_silence(self, number: int, shard: ShardState, slot: int, time: float, gap_start: float) -> None:
         key = (number, slot, "silence", -1)
         self.liveness.record_silence(shard, slot, time - gap_start)
+        # Rates restart after a silence, so alerts about them end with it.
+        for column in np.flatnonzero(self.derived):
+            for channel in ("spike", "drift"):
+                if self.book.close((number, slot, channel, int(column)), time, "rate restarted after a silence") is not None:
+                    shard[f"open_{channel}"][slot, column] = 0
+                    shard[f"quiet_{channel}"][slot, column] = 0
+            shard["blocked_since"][slot, column] = np.nan
         if self.book.get(key) is not None:
             self.book.close(key, time, "device reported again")
             return

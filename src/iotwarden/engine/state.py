@@ -44,8 +44,11 @@ class ShardState:
     ``(capacity, metric_capacity)`` or ``(capacity, pair_capacity)``.
     """
 
-    def __init__(self, specs: dict[str, ArraySpec], capacity: int = 64, metric_capacity: int = 8) -> None:
+    def __init__(self, specs: dict[str, ArraySpec], capacity: int = 64, metric_capacity: int = 8, pair_skip: int = 0) -> None:
         self.specs = dict(specs)
+        # The first ``pair_skip`` metric columns (derived metrics) take part in
+        # no pair, so pair arrays cover the columns after them only.
+        self.pair_skip = pair_skip
         self.capacity = capacity
         self.metric_capacity = metric_capacity
         self.n_devices = 0
@@ -55,7 +58,7 @@ class ShardState:
         if kind == "metric":
             return self.metric_capacity
         if kind == "pair":
-            return pair_count(self.metric_capacity)
+            return pair_count(max(self.metric_capacity - self.pair_skip, 0))
         if kind == "hour":
             return 24
         return 0
@@ -98,7 +101,7 @@ class ShardState:
             elif spec.kind == "hour":
                 new[:old_rows] = old
             else:
-                new[:old_rows, : pair_count(old_metrics)] = old
+                new[:old_rows, : pair_count(max(old_metrics - self.pair_skip, 0))] = old
             self.arrays[name] = new
 
     def allocated_bytes(self) -> int:
@@ -117,7 +120,7 @@ class ShardState:
             elif spec.kind == "hour":
                 total += width * 24
             else:
-                total += width * pair_count(n_metrics)
+                total += width * pair_count(max(n_metrics - self.pair_skip, 0))
         return total
 
     def snapshot(self) -> dict[str, np.ndarray]:
