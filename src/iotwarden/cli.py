@@ -25,6 +25,9 @@ from iotwarden.engine import Engine
 from iotwarden.errors import IotwardenError
 from iotwarden.observation import format_time, parse_time
 from iotwarden.paths import data_dir, dead_letter_path, default_store_path
+from iotwarden.api.history import ObservationRecorder
+from iotwarden.feedback.suppressions import SuppressionSync
+from iotwarden.observation import Observation
 from iotwarden.pipeline import Replay, ReplaySummary
 from iotwarden.response import attach_policies
 from iotwarden.sources.deadletter import DeadLetterWriter
@@ -174,6 +177,17 @@ def detect(
         else:
             replay = Replay(Engine(config), **options)
 
+        # Analysts' suppressions apply from the start and whenever they change;
+        # a thinned history of observations feeds the console's charts.
+        suppressions = SuppressionSync(store, replay.engine)
+        suppressions.refresh()
+        recorder = ObservationRecorder(store, replay.engine)
+
+        def after_batch(batch: list[Observation]) -> None:
+            recorder.record(batch)
+            suppressions.refresh()
+
+        replay.after_batch = after_batch
         run_id = store.start_run("detect " + " ".join(inputs))
         total = _input_size(inputs)
         with _progress(total) as advance, _stop_on_sigterm():
@@ -349,6 +363,7 @@ def demo(devices: int, hours: float, seed: int, store_path: str | None) -> None:
 
 
 def _register_optional_commands() -> None:
+    from iotwarden.api.cli import serve, token
     from iotwarden.evaluate.cli import evaluate
     from iotwarden.ledger.cli import ledger
     from iotwarden.response.cli import actions
@@ -356,6 +371,8 @@ def _register_optional_commands() -> None:
     from iotwarden.simulate.cli import simulate
 
     cli.add_command(run)
+    cli.add_command(serve)
+    cli.add_command(token)
     cli.add_command(simulate)
     cli.add_command(evaluate)
     cli.add_command(ledger)

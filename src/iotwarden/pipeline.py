@@ -82,6 +82,8 @@ class Replay:
         lateness: Seconds a device's record may arrive behind its latest
             time and still be re-ordered; later ones are rejected.
         on_alert: Called with each alert as it opens.
+        after_batch: Called with each micro-batch once the engine has
+            processed it (to record observations, refresh suppressions).
     """
 
     def __init__(
@@ -92,8 +94,10 @@ class Replay:
         dead_letters: DeadLetterWriter | None = None,
         lateness: float = 300.0,
         on_alert: Callable[[Alert], None] | None = None,
+        after_batch: Callable[[list[Observation]], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.after_batch = after_batch
         self.store = store
         self.dead_letters = dead_letters
         self.reorderer = Reorderer(lateness=lateness)
@@ -184,6 +188,8 @@ class Replay:
         result = self.engine.process_batch(batch)
         self.summary.observations += len(batch)
         self._emit(result.alerts, result.closed)
+        if self.after_batch is not None:
+            self.after_batch(batch)
 
     def _emit(self, opened: list[Alert], closed: list[Alert] | None = None) -> None:
         for alert in opened:

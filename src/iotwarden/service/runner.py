@@ -51,6 +51,8 @@ from iotwarden.sources.deadletter import DeadLetterWriter
 from iotwarden.sources.mqtt import MqttSource, RawMessage, RecentMessages, TopicTemplate, payload_digest
 from iotwarden.sources.ordering import Reorderer
 from iotwarden.sources.payload import PayloadParser
+from iotwarden.api.history import ObservationRecorder
+from iotwarden.feedback.suppressions import SuppressionSync
 from iotwarden.response import Responder
 from iotwarden.store import AlertStore
 
@@ -139,6 +141,9 @@ class Service:
 
         self.store = AlertStore(config.store)
         self.responder = Responder.from_file(self.store, config.policies) if config.policies else None
+        self.suppressions = SuppressionSync(self.store, self.engine)
+        self.suppressions.refresh()
+        self.recorder = ObservationRecorder(self.store, self.engine)
         self.dead_letters = DeadLetterWriter(config.dead_letter)
         self._logged_rejections = 0
         self._suppressed_rejections = 0
@@ -413,6 +418,8 @@ class Service:
             return
         batch, self.pending = self.pending, []
         result = self.engine.process_batch(batch)
+        self.recorder.record(batch)
+        self.suppressions.refresh()
         self.counters.observations += len(batch)
         self.last_batch_at = time.time()
         self._store(result.alerts, result.closed)
