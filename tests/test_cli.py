@@ -93,7 +93,7 @@ def test_bad_rows_go_to_dead_letters(tmp_path):
     store = tmp_path / "s.db"
     code, output = invoke("detect", str(data), "--store", str(store))
     assert code == 0
-    assert "rejected records" in output
+    assert "records not scored" in output
     letters = [json.loads(line) for line in (tmp_path / "s.deadletter.jsonl").read_text().splitlines()]
     by_line = {entry["line"]: entry for entry in letters}
     assert by_line[3]["field"] == "temperature_c"

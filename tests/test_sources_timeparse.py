@@ -101,7 +101,7 @@ def test_non_finite_epoch_rejected() -> None:
 
 
 def test_invalid_time_format_option() -> None:
-    with pytest.raises(InvalidConfigError, match="invalid time_format 'ddmmyyyy'"):
+    with pytest.raises(InvalidConfigError, match=r"invalid time format 'ddmmyyyy' \(--time-format\)"):
         TimeParser("ddmmyyyy")
 
 

@@ -278,8 +278,9 @@ def _print_summary(summary: ReplaySummary, store: Path, dead_letters: Path, stat
     table.add_row("observations scored", f"{summary.observations:,}")
     table.add_row("devices", f"{summary.devices:,}")
     rejected = sum(summary.rejected.values())
-    detail = ", ".join(f"{kind} {count}" for kind, count in sorted(summary.rejected.items()))
-    table.add_row("rejected records", f"{rejected:,}" + (f" ({detail})" if detail else ""))
+    names = {"rejected": "invalid or too late", "duplicate": "exact duplicates"}
+    detail = ", ".join(f"{count:,} {names.get(kind, kind)}" for kind, count in sorted(summary.rejected.items()))
+    table.add_row("records not scored", f"{rejected:,}" + (f" ({detail})" if detail else ""))
     table.add_row("fields dropped as invalid", f"{summary.field_issues:,}")
     table.add_row("alerts", f"{summary.alerts:,}")
     for category, count in sorted(summary.alerts_by_category.items()):

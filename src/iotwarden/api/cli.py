@@ -48,6 +48,7 @@ def serve(store_path: str | None, host: str, port: int, state_path: str | None, 
         has_tokens = bool(app.state.backend.tokens.list())
     if not has_tokens:
         click.echo(f"no API tokens yet: create one with 'iotwarden token create --role analyst --store {store_file}'", err=True)
+    _check_port_free(host, port)
     click.echo(f"serving {store_file} at http://{host}:{port}/", err=True)
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
@@ -134,3 +135,15 @@ def api_cli() -> None:
 
 api_cli.add_command(serve)
 api_cli.add_command(token)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail with a clear message before start-up if ``host:port`` is taken."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise IotwardenError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port") from error

@@ -91,14 +91,18 @@ class AlertBook:
         return self.open.get(key)
 
     def raise_peak(self, key: AlertKey, score: float, contribution: Contribution | None) -> None:
-        """Raise an open alert's peak score and severity if ``score`` is higher."""
+        """Raise an open alert's peak score and severity if ``score`` is higher.
+
+        ``metrics`` and ``explanation`` keep the evidence at the opening; the
+        most extreme evidence so far goes to ``details["peak"]``.
+        """
         alert = self.open.get(key)
         if alert is None or score <= alert.score:
             return
         alert.score = score
         alert.severity = severity_for(score, self.config.open_threshold)
-        if contribution is not None and alert.metrics:
-            alert.metrics[0] = contribution
+        if contribution is not None:
+            alert.details["peak"] = {"metric": contribution.metric, "value": contribution.value, "surprise": score}
 
     def close(self, key: AlertKey, time: float, reason: str) -> Alert | None:
         """Close the open alert under ``key`` at ``time``."""

@@ -661,7 +661,8 @@ class Engine:
 
     def _remember_routine(self, shard: ShardState, slot: int, column: int, direction: int, alert: Alert) -> None:
         """Count a closed spike or dip episode and widen the routine range to its peak."""
-        value = alert.metrics[0].value if alert.metrics else None
+        peak = alert.details.get("peak")
+        value = peak["value"] if peak else (alert.metrics[0].value if alert.metrics else None)
         if value is None or not math.isfinite(value) or direction == 0:
             return
         cohort = int(shard["cohort"][slot])
@@ -830,7 +831,6 @@ class Engine:
 
     def _end_silence(self, number: int, shard: ShardState, slot: int, time: float, gap_start: float) -> None:
         key = (number, slot, "silence", -1)
-        self.liveness.record_silence(shard, slot, time - gap_start)
         # Rates restart after a silence, so alerts about them end with it.
         for column in np.flatnonzero(self.derived):
             for channel in ("spike", "drift"):
@@ -840,13 +840,14 @@ class Engine:
             shard["blocked_since"][slot, column] = np.nan
         if self.book.get(key) is not None:
             self.book.close(key, time, "device reported again")
-            return
-        # The whole gap fell inside one batch: record it as a closed event.
-        shard["last_time"][slot] = gap_start
-        alert = self._silence_alert(number, shard, slot, time, ongoing=False)
-        alert.end_time = time
-        alert.close_reason = "device reported again"
-        shard["last_time"][slot] = time
+        else:
+            # The whole gap fell inside one batch: record it as a closed event.
+            shard["last_time"][slot] = gap_start
+            alert = self._silence_alert(number, shard, slot, time, ongoing=False)
+            alert.end_time = time
+            alert.close_reason = "device reported again"
+            shard["last_time"][slot] = time
+        self.liveness.record_silence(shard, slot, time - gap_start)
 
     def _counter_alert(self, obs: Observation, event: CounterEvent) -> None:
         number, slot = self.device_index[obs.device]

@@ -99,8 +99,8 @@ class TimeParser:
     def __init__(self, time_format: str | None = None, *, timezone: str = "UTC", day_first: bool = False) -> None:
         if time_format is not None and time_format not in _NAMED_FORMATS and "%" not in time_format:
             raise InvalidConfigError(
-                f"invalid time_format {time_format!r}: expected 'iso', 'epoch', 'epoch_ms', "
-                "a strptime format such as '%d.%m.%Y %H:%M:%S', or None to detect it"
+                f"invalid time format {time_format!r} (--time-format): expected 'iso', 'epoch', 'epoch_ms' "
+                "or a strptime format such as '%d.%m.%Y %H:%M:%S'; leave it unset to detect the format"
             )
         self.time_format = time_format
         self.timezone = timezone
