@@ -39,6 +39,7 @@ from iotwarden.response.policy import load_policies
 from iotwarden.response.responder import Responder
 from iotwarden.response.store import ResponseTables
 from iotwarden.store import AlertStore
+from iotwarden.store.sqlite import write_transaction
 
 __all__ = ["ApiError", "Backend"]
 
@@ -119,15 +120,8 @@ class Backend:
     @contextmanager
     def write(self) -> Iterator[None]:
         """Hold the lock and run the block in one write transaction."""
-        with self.lock:
-            connection = self.store.connection
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            connection.execute("COMMIT")
+        with self.lock, write_transaction(self.store.connection):
+            yield
 
     def ledger(self, kind: str, payload: dict[str, Any], actor: str) -> int:
         """Append one analyst entry to the ledger inside the current transaction."""

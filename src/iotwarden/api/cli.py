@@ -14,6 +14,7 @@ import click
 
 from iotwarden.errors import IotwardenError
 from iotwarden.paths import default_store_path
+from iotwarden.store.sqlite import write_transaction
 
 __all__ = ["serve", "token"]
 
@@ -73,14 +74,9 @@ def create_token(store_path: str | None, role: str, name: str | None) -> None:
     creator = getpass.getuser()
     with AlertStore(_store_file(store_path, must_exist=False)) as store:
         tokens = TokenTable(store.connection)
-        store.connection.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(store.connection):
             info, secret = tokens.create(role, name or creator, f"cli:{creator}")
             store.ledger.append_many([("token_created", {"id": info.id, "name": info.name, "role": info.role}, f"cli:{creator}")])
-        except BaseException:
-            store.connection.execute("ROLLBACK")
-            raise
-        store.connection.execute("COMMIT")
     click.echo(f"created token {info.id} ({info.role}) for {info.name}; it is shown only now:", err=True)
     click.echo(secret)
 
@@ -114,16 +110,11 @@ def revoke_token(store_path: str | None, token_id: str) -> None:
 
     actor = f"cli:{getpass.getuser()}"
     with AlertStore(_store_file(store_path, must_exist=True)) as store:
-        store.connection.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(store.connection):
             info = TokenTable(store.connection).revoke(token_id, actor)
             if info is None:
                 raise IotwardenError(f"no token with id {token_id!r}; see 'iotwarden token list'")
             store.ledger.append_many([("token_revoked", {"id": info.id, "name": info.name}, actor)])
-        except BaseException:
-            store.connection.execute("ROLLBACK")
-            raise
-        store.connection.execute("COMMIT")
     click.echo(f"revoked token {token_id}")
 
 

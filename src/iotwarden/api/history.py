@@ -24,6 +24,7 @@ import numpy as np
 
 from iotwarden.detectors.baseline import predictive_scale
 from iotwarden.observation import Observation
+from iotwarden.store.sqlite import write_transaction
 
 __all__ = ["ObservationRecorder", "baseline_bands", "observation_rates", "recorded_series"]
 
@@ -128,7 +129,7 @@ class ObservationRecorder:
                 band = bands.get(metric, {})
                 rows.append((obs.device, metric, obs.time, float(value), band.get("mean"), band.get("low"), band.get("high")))
         self._batches += 1
-        with _transaction(self.connection):
+        with write_transaction(self.connection):
             self.connection.executemany("INSERT INTO api_observations VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
             self.connection.executemany(
                 "INSERT INTO api_observation_rate (hour, observations) VALUES (?, ?) "
@@ -178,13 +179,3 @@ def observation_rates(connection: sqlite3.Connection, since: float) -> list[tupl
 def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
-
-class _transaction:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
-
-    def __enter__(self) -> None:
-        self.connection.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.connection.execute("ROLLBACK" if exc_type else "COMMIT")

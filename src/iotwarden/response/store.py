@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from iotwarden.errors import StoreError
+from iotwarden.store.sqlite import write_transaction
 
 __all__ = ["Action", "Decision", "ResponseTables", "STATES", "OPEN_STATES", "FINAL_STATES"]
 
@@ -149,16 +150,8 @@ class ResponseTables:
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """Run the block in one write transaction (nested blocks join the outer one)."""
-        if self.connection.in_transaction:
+        with write_transaction(self.connection):
             yield
-            return
-        self.connection.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.connection.execute("ROLLBACK")
-            raise
-        self.connection.execute("COMMIT")
 
     # Actions ------------------------------------------------------------------
 

@@ -10,13 +10,14 @@ batched: one transaction per engine micro-batch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from iotwarden.decisions.alerts import Alert, Contribution
 from iotwarden.errors import StoreError
 from iotwarden.ledger import Ledger, ledger_key_path
 
-__all__ = ["AlertStore"]
+__all__ = ["AlertStore", "write_transaction"]
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class AlertStore:
         updates = ", ".join(f"{name} = excluded.{name}" for name in _COLUMNS[1:])
         sql = f"INSERT INTO alerts ({', '.join(_COLUMNS)}, stored_at) VALUES ({placeholders}) ON CONFLICT(id) DO UPDATE SET {updates}"
         try:
-            with self._transaction():
+            with self.transaction():
                 self.connection.executemany(sql, rows)
                 if ledger_entries:
                     self.ledger.append_many(ledger_entries)
@@ -190,19 +191,28 @@ class AlertStore:
             "UPDATE runs SET finished_at = ?, summary = ? WHERE id = ?", (time.time(), json.dumps(summary), run_id)
         )
 
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self.connection)
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Run the block in one write transaction on the store's connection."""
+        return write_transaction(self.connection)
 
 
-class _Transaction:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
+@contextlib.contextmanager
+def write_transaction(connection: sqlite3.Connection) -> Iterator[None]:
+    """Run the block in one ``BEGIN IMMEDIATE`` transaction.
 
-    def __enter__(self) -> None:
-        self.connection.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        self.connection.execute("ROLLBACK" if exc_type else "COMMIT")
+    A block inside an open transaction joins it, so helpers that write can
+    be called alone or from a caller's larger transaction.
+    """
+    if connection.in_transaction:
+        yield
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
 
 
 def alert_record(alert: Alert) -> dict[str, Any]:
