@@ -97,7 +97,7 @@ class LivenessTracker:
         far, counting at most one day of it.
         """
         threshold = self.silence_threshold(state["interval_mean"][slots], state["interval_var"][slots])
-        routine = state["silence_episodes"][slots] >= self.config.routine_after
+        routine = state["silence_episodes"][slots] >= self.config.routine_episodes
         longest = np.minimum(state["silence_longest"][slots].astype(np.float64), _ROUTINE_SILENCE_CAP)
         return np.where(routine, np.maximum(threshold, (1.0 + _ROUTINE_MARGIN) * longest), threshold)
 

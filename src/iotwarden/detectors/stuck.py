@@ -89,7 +89,7 @@ class StuckDetector(Detector):
         was_stuck = ended & (previous_run >= view.config.stuck_min_run) & (previous_run > 2 * longest)
         episodes = state["routine_stuck"][slots, :m].astype(np.int32) + was_stuck
         state["routine_stuck"][slots, :m] = np.minimum(episodes, 255)
-        absorb = ended & (~was_stuck | (episodes >= view.config.routine_after))
+        absorb = ended & (~was_stuck | (episodes >= view.config.routine_episodes))
         state["max_run"][slots, :m] = np.where(absorb, np.maximum(longest, previous_run), longest)
 
         rate = state["repeat_rate"][slots, :m]

@@ -37,7 +37,8 @@ class EngineConfig:
         routine_after: Closed alert episodes in the same direction after
             which an excursion no larger than those is routine: it no longer
             opens an alert (a tracker that drives every day, a thermostat's
-            night setback). Larger excursions still alert.
+            night setback). Larger excursions still alert. None turns this
+            off: every excursion alerts, however often it recurs.
         fast_halflife: Half-life of the fast baseline, in observations.
         slow_halflife: Half-life of the slow baseline, in observations.
         clip_sigma: Residuals beyond this many standard deviations are
@@ -83,7 +84,7 @@ class EngineConfig:
     cohort_warmup: int = 100
     cohort_min_devices: int = 3
     drift_warmup: float = 86400.0
-    routine_after: int = 2
+    routine_after: int | None = 2
     fast_halflife: float = 15.0
     slow_halflife: float = 400.0
     clip_sigma: float = 4.0
@@ -115,7 +116,7 @@ class EngineConfig:
         _require(self.cohort_warmup >= 1, "cohort_warmup", "an integer >= 1", self.cohort_warmup)
         _require(self.cohort_min_devices >= 1, "cohort_min_devices", "an integer >= 1", self.cohort_min_devices)
         _require(self.drift_warmup >= 0, "drift_warmup", "a number of seconds >= 0", self.drift_warmup)
-        _require(self.routine_after >= 1, "routine_after", "an integer >= 1", self.routine_after)
+        _require(self.routine_after is None or self.routine_after >= 1, "routine_after", "an integer >= 1 or None (never routine)", self.routine_after)
         _require(self.fast_halflife > 0, "fast_halflife", "a number > 0", self.fast_halflife)
         _require(
             self.slow_halflife > self.fast_halflife,
@@ -143,6 +144,14 @@ class EngineConfig:
         for name, bounds in self.limits.items():
             ok = len(bounds) == 2 and float(bounds[0]) < float(bounds[1])
             _require(ok, f"limits.{name}", "a pair (low, high) with low < high", bounds)
+
+    @property
+    def routine_episodes(self) -> int:
+        """Episode count at which an excursion becomes routine.
+
+        Episode counters saturate at 255, so 256 means never.
+        """
+        return 256 if self.routine_after is None else self.routine_after
 
     @property
     def open_threshold(self) -> float:

@@ -616,7 +616,7 @@ class Engine:
             # Drift that has come and gone routine_after times (seasons, coverage)
             # is routine up to a fifth above the strongest such episode.
             slots_m = (view.slots, slice(0, m))
-            routine = (shard["routine_drift"][slots_m] >= config.routine_after) & (
+            routine = (shard["routine_drift"][slots_m] >= config.routine_episodes) & (
                 corrected <= (1.0 + _ROUTINE_MARGIN) * shard["routine_drift_peak"][slots_m]
             )
             opening &= ~routine
@@ -642,7 +642,7 @@ class Engine:
     def _routine(self, shard: ShardState, view: RoundView, direction: np.ndarray) -> np.ndarray:
         """Cells whose excursion is no larger than routine ones seen before."""
         slots, m = view.slots, view.n_metrics
-        enough = self.config.routine_after
+        enough = self.config.routine_episodes
         # A fifth more than the largest routine excursion still counts as routine.
         high = shard["routine_high"][slots, :m]
         low = shard["routine_low"][slots, :m]
