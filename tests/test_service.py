@@ -160,6 +160,9 @@ def _config(tmp_path: Path, port: int, prefix: str, **overrides: Any) -> dict[st
         "clock": "event",
         "flush_interval": 0.05,
         "sources": [source],
+        # Broker traffic rows add observations of their own at minute
+        # boundaries; tests that count telemetry keep them off.
+        "traffic": {"enabled": False},
     }
     data.update(overrides)
     return data
@@ -286,9 +289,7 @@ def test_bad_messages_dead_lettered_stream_goes_on(tmp_path: Path, broker_port: 
 
 def test_broker_restart_loses_nothing(tmp_path: Path, private_broker: Callable[..., PrivateBroker], prefix: str) -> None:
     broker = private_broker()
-    # Broker traffic rows would add observations of their own at minute
-    # boundaries, so they are off here: this test counts telemetry only.
-    config = _config(tmp_path, broker.port, prefix, source={"reconnect_min": 6, "reconnect_max": 8}, traffic={"enabled": False})
+    config = _config(tmp_path, broker.port, prefix, source={"reconnect_min": 6, "reconnect_max": 8})
     first = [_reading(prefix, "dev-1", BASE_TIME + 60 * i, temperature=20.0 + i % 3) for i in range(50)]
     second = [_reading(prefix, "dev-1", BASE_TIME + 60 * (50 + i), temperature=20.0 + i % 3) for i in range(50)]
 
@@ -436,7 +437,7 @@ def test_redelivered_dup_not_scored_twice(tmp_path: Path) -> None:
 
 
 def test_traffic_features_reach_engine(tmp_path: Path) -> None:
-    data = _config(tmp_path, 1, "tr", clock="wall", traffic={"interval": 1})
+    data = _config(tmp_path, 1, "tr", clock="wall", traffic={"enabled": True, "interval": 1})
     service = Service(build_service_config(data, "test.yaml"))
     now = time.time()
     for number in range(3):
