@@ -28,6 +28,8 @@ class EngineConfig:
     Attributes:
         sensitivity: One setting for every device and metric: ``low`` raises
             fewer alerts, ``high`` more.
+        threshold: Surprise at which an alert opens, in place of the one that
+            ``sensitivity`` sets (7, 6 and 4.5 for low, medium and high).
         warmup: Observations a device needs for its own baseline of a metric
             to be ready. Before that the device is scored against its cohort.
         cohort_warmup: Observations a cohort needs, from at least
@@ -80,6 +82,7 @@ class EngineConfig:
     """
 
     sensitivity: Sensitivity = "medium"
+    threshold: float | None = None
     warmup: int = 8
     cohort_warmup: int = 100
     cohort_min_devices: int = 3
@@ -112,6 +115,7 @@ class EngineConfig:
             raise InvalidConfigError(
                 f"sensitivity must be one of {sorted(SENSITIVITY_THRESHOLDS)}, got {self.sensitivity!r}"
             )
+        _require(self.threshold is None or self.threshold > 0, "threshold", "a surprise > 0 or None", self.threshold)
         _require(self.warmup >= 2, "warmup", "an integer >= 2", self.warmup)
         _require(self.cohort_warmup >= 1, "cohort_warmup", "an integer >= 1", self.cohort_warmup)
         _require(self.cohort_min_devices >= 1, "cohort_min_devices", "an integer >= 1", self.cohort_min_devices)
@@ -155,7 +159,9 @@ class EngineConfig:
 
     @property
     def open_threshold(self) -> float:
-        """Surprise at which an alert opens for this sensitivity."""
+        """Surprise at which an alert opens."""
+        if self.threshold is not None:
+            return self.threshold
         return SENSITIVITY_THRESHOLDS[self.sensitivity]
 
     def replace(self, **changes: Any) -> EngineConfig:
