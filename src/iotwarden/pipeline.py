@@ -20,13 +20,13 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from iotwarden.decisions.alerts import Alert
-from iotwarden.engine import Engine, EngineConfig
+from iotwarden.engine import Engine
 from iotwarden.errors import IotwardenError
 from iotwarden.observation import FieldIssue, Observation, Rejection
 from iotwarden.sources.deadletter import DeadLetterWriter
@@ -239,23 +239,6 @@ class Replay:
             summary.alerts_by_category.update(saved["alerts_by_category"])
             summary.alerts_by_severity.update(saved["alerts_by_severity"])
         return replay
-
-
-def batches(items: Iterable[Item], size: int) -> Iterator[list[Observation]]:
-    """Group the observations of ``items`` into lists of ``size``."""
-    batch: list[Observation] = []
-    for item in items:
-        if isinstance(item, Observation):
-            batch.append(item)
-            if len(batch) == size:
-                yield batch
-                batch = []
-    if batch:
-        yield batch
-
-
-def default_engine(config: EngineConfig | None = None) -> Engine:
-    return Engine(config or EngineConfig())
 
 
 def _sidecar(path: Path) -> Path:
