@@ -27,7 +27,7 @@ from iotwarden.api.timeutil import iso
 from iotwarden.api.tokens import TokenTable
 from iotwarden.decisions.alerts import Alert, Contribution
 from iotwarden.errors import IotwardenError
-from iotwarden.feedback.labels import Triage, TriageTable
+from iotwarden.feedback.labels import TriageTable
 from iotwarden.feedback.ranker import AlertRanker, RankerStatus
 from iotwarden.feedback.suppressions import (
     DEFAULT_FALSE_POSITIVE_TTL,

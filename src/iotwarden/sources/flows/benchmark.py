@@ -24,7 +24,6 @@ from pathlib import Path
 
 from iotwarden.decisions.alerts import Alert
 from iotwarden.engine import Engine
-from iotwarden.observation import Observation
 from iotwarden.pipeline import Replay
 from iotwarden.sources.flows.afterimage import AfterImage
 from iotwarden.sources.flows.formats import _read_flows, flow_windows, pcap_metrics

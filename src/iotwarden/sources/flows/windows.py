@@ -24,7 +24,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
-from collections import OrderedDict, defaultdict, deque
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
