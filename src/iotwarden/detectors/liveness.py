@@ -135,8 +135,8 @@ class LivenessTracker:
         learn = seen_before & ~gap
         count = np.maximum(reports - 1.0, 0.0)
         alpha = np.maximum(1.0 / (count + 1.0), 1.0 - 2.0 ** (-1.0 / self.config.slow_halflife))
-        if_ready_clip = np.where(ready, mean + _INTERVAL_SPREAD * np.sqrt(var) + 1e-9, np.inf)
-        clipped = np.minimum(interval, if_ready_clip)
+        clip_limit = np.where(ready, mean + _INTERVAL_SPREAD * np.sqrt(var) + 1e-9, np.inf)
+        clipped = np.minimum(interval, clip_limit)
         delta = clipped - mean
         new_mean = mean + alpha * delta
         new_var = (1.0 - alpha) * (var + alpha * delta * delta)
@@ -160,9 +160,9 @@ class LivenessTracker:
         share = np.where(seen_before, share, 0.0)
         state["burst_share"][slots] = share
 
-        shown = self.interval_ready(reports)
-        rates[:, 0] = np.where(shown, rate, np.nan)
-        rates[:, 1] = np.where(shown, share, np.nan)
+        reported = self.interval_ready(reports)
+        rates[:, 0] = np.where(reported, rate, np.nan)
+        rates[:, 1] = np.where(reported, share, np.nan)
 
         state["last_time"][slots] = now
         state["reports"][slots] = reports
@@ -197,7 +197,7 @@ class LivenessTracker:
         return found
 
     def _covers_active_hour(self, state: ShardState, slots: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        """Whether ``[start, end]`` covers an hour in which each device reports.
+        """Return whether ``[start, end]`` covers an hour in which each device reports.
 
         Devices with less than a day of history count every hour as active.
         """
