@@ -566,12 +566,13 @@ class Engine:
             shard[name][slots, columns] = var
         shard["blocked_since"][slots, columns] = np.nan
         hours = self.config.adopt_after / 3600.0
+        reason = f"new level adopted as normal after {hours:g} h or {self.config.adopt_after_count} observations"
         for index, (row, column, slot) in enumerate(zip(row_index, columns, slots)):
             time = float(view.times[row])
             for channel in ("spike", "drift"):
                 key = (number, int(slot), channel, int(column))
                 direction = int(shard[f"open_{channel}"][slot, column])
-                closed = self.book.close(key, time, f"new level adopted as normal after {hours:g} h")
+                closed = self.book.close(key, time, reason)
                 if closed is not None:
                     if channel == "spike":
                         self._remember_routine(shard, int(slot), int(column), direction, closed)
