@@ -192,6 +192,8 @@ class Replay:
             self.after_batch(batch)
 
     def _emit(self, opened: list[Alert], closed: list[Alert] | None = None) -> None:
+        # A batch is scored in rounds across devices, so sort by event time.
+        opened = sorted(opened, key=lambda alert: alert.time)
         for alert in opened:
             self.summary.alerts_by_category[alert.category] += 1
             self.summary.alerts_by_severity[alert.severity] += 1
