@@ -386,15 +386,3 @@ def test_maintenance_window_ends():
     engine.set_suppressions([window])
     alerts, _ = run(engine, stream("room-2", {"temperature_c": values}))
     assert [a.time for a in value_alerts(alerts)] == [T0 + 250 * MINUTE]
-
-
-def test_cooldown_holds_back_reopening():
-    values = normal(26, 300, 20.0, 0.3)
-    values[200] = 40.0
-    values[210] = 40.0  # seven normal readings after the first alert closed
-    values[260] = 40.0
-    # The routine rule is off so that the third spike is judged on its own.
-    without, _ = run(Engine(EngineConfig(routine_after=None)), stream("room-3", {"t": values}))
-    with_cooldown, _ = run(Engine(EngineConfig(routine_after=None, cooldown=20)), stream("room-3", {"t": values}))
-    assert [a.time for a in value_alerts(without)] == [T0 + 200 * MINUTE, T0 + 210 * MINUTE, T0 + 260 * MINUTE]
-    assert [a.time for a in value_alerts(with_cooldown)] == [T0 + 200 * MINUTE, T0 + 260 * MINUTE]

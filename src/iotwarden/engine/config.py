@@ -52,8 +52,6 @@ class EngineConfig:
         adopt_after_count: The same in observations, whichever comes first;
             it matters for devices that report in dense bursts.
         close_after: Consecutive normal observations that close an alert.
-        cooldown: Observations of a metric after one of its alerts closes
-            during which the same detector opens no new alert on it (0: none).
         relative_floor: Smallest scale as a fraction of the level, so a
             constant signal does not turn a tiny change into a huge score.
         absolute_floor: Smallest scale in the metric's own unit.
@@ -97,7 +95,6 @@ class EngineConfig:
     adopt_after: float = 6 * 3600.0
     adopt_after_count: int = 1000
     close_after: int = 3
-    cooldown: int = 0
     relative_floor: float = 1e-3
     absolute_floor: float = 1e-9
     tail_df: float = 10.0
@@ -135,7 +132,6 @@ class EngineConfig:
         _require(self.learn_threshold > 0, "learn_threshold", "a number > 0", self.learn_threshold)
         _require(self.adopt_after > 0, "adopt_after", "a number of seconds > 0", self.adopt_after)
         _require(self.adopt_after_count >= 3, "adopt_after_count", "an integer >= 3", self.adopt_after_count)
-        _require(0 <= self.cooldown <= 250, "cooldown", "an integer in [0, 250]", self.cooldown)
         _require(self.close_after >= 1, "close_after", "an integer >= 1", self.close_after)
         _require(self.relative_floor >= 0, "relative_floor", "a number >= 0", self.relative_floor)
         _require(self.absolute_floor > 0, "absolute_floor", "a number > 0", self.absolute_floor)

@@ -127,9 +127,7 @@ class Engine:
         )
         for channel in _METRIC_CHANNELS:
             specs[f"open_{channel}"] = ArraySpec("metric", "i1", 0)
-            # Consecutive normal observations: of an open alert, or since the
-            # last alert closed (255, "long ago", before any alert).
-            specs[f"quiet_{channel}"] = ArraySpec("metric", "u1", 255)
+            specs[f"quiet_{channel}"] = ArraySpec("metric", "u1", 0)
         self.shards = [ShardState(specs, pair_skip=n_derived) for _ in range(self.config.shards)]
         self.shard_devices: list[list[str]] = [[] for _ in self.shards]
         self.device_index: dict[str, tuple[int, int]] = {}
@@ -605,12 +603,6 @@ class Engine:
         quiet = shard[f"quiet_{channel}"][slots, :m]
         is_open = open_state != 0
         opening = ~is_open & (corrected >= config.open_threshold)
-        if config.cooldown:
-            opening &= quiet >= config.cooldown
-            resting = ~is_open & view.present & (quiet < 255)
-            if resting.any():
-                shard[f"quiet_{channel}"][slots, :m] = np.where(resting, quiet + 1, quiet)
-                quiet = shard[f"quiet_{channel}"][slots, :m]
         if not opening.any() and not is_open.any():
             return
         staying = is_open & view.present & (raw >= config.learn_threshold)
