@@ -43,7 +43,7 @@ from typing import Any
 from iotwarden.decisions.alerts import Alert, Contribution
 from iotwarden.errors import InvalidConfigError, InvalidRecordError
 from iotwarden.observation import Observation, Rejection, format_time
-from iotwarden.sources.flows.zeek import open_text
+from iotwarden.sources.files import open_text
 from iotwarden.sources.formats import register
 from iotwarden.sources.timeparse import TimeParser
 

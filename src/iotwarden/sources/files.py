@@ -33,7 +33,7 @@ import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from iotwarden.errors import InvalidConfigError, IotwardenError
 from iotwarden.sources.counters import SourceCounters
@@ -48,7 +48,7 @@ from iotwarden.sources.payload import (
 )
 from iotwarden.sources.timeparse import TimeParser
 
-__all__ = ["Item", "read_records"]
+__all__ = ["Item", "open_binary", "open_text", "read_records"]
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def _read_all(paths: list[str], options: ReadOptions, counters: SourceCounters |
 
 def _read_file(path: str, options: ReadOptions, counters: SourceCounters) -> Iterator[Item]:
     source = "<stdin>" if path == "-" else path
-    with _open_binary(path) as stream:
+    with open_binary(path) as stream:
         file_format = options.format or _guess_format(path, stream)
         logger.debug("reading %s as %s", source, file_format)
         try:
@@ -232,7 +232,12 @@ def _log_summary(source: str, counters: SourceCounters) -> None:
 
 
 @contextmanager
-def _open_binary(path: str) -> Iterator[BinaryIO]:
+def open_binary(path: str) -> Iterator[BinaryIO]:
+    """Open an input file (``-`` is standard input) for reading bytes.
+
+    A gzip stream is recognised by its magic bytes, whatever the file's name,
+    and decompressed. A missing or unreadable file raises InvalidConfigError.
+    """
     if path == "-":
         raw: BinaryIO = sys.stdin.buffer
         owned = False
@@ -255,6 +260,13 @@ def _open_binary(path: str) -> Iterator[BinaryIO]:
     finally:
         if owned:
             raw.close()
+
+
+@contextmanager
+def open_text(path: str) -> Iterator[TextIO]:
+    """Open an input file like :func:`open_binary`, as UTF-8 text with invalid bytes replaced."""
+    with open_binary(path) as binary:
+        yield io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")  # type: ignore[arg-type]
 
 
 def _guess_format(path: str, stream: BinaryIO) -> Format:

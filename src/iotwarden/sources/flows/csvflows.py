@@ -20,7 +20,7 @@ from typing import TextIO
 from iotwarden.errors import InvalidConfigError, InvalidRecordError
 from iotwarden.observation import Rejection
 from iotwarden.sources.flows.records import ZEEK_STATES, Flow
-from iotwarden.sources.flows.zeek import open_text
+from iotwarden.sources.files import open_text
 from iotwarden.sources.timeparse import TimeParser
 
 __all__ = ["COLUMN_ALIASES", "read_flow_csv"]

@@ -17,36 +17,21 @@ an observation.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import math
 from collections.abc import Iterator, Mapping
 from typing import Any, TextIO
 
-from iotwarden.errors import InvalidConfigError, InvalidRecordError
+from iotwarden.errors import InvalidRecordError
 from iotwarden.observation import Rejection
+from iotwarden.sources.files import open_text
 from iotwarden.sources.flows.records import Flow, parse_address
 
-__all__ = ["open_text", "read_zeek_conn"]
+__all__ = ["read_zeek_conn"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
 _REQUIRED = ("ts", "id.orig_h", "id.resp_h")
 _LABEL_FIELDS = ("label", "detailedlabel")
 _TSV_DEFAULTS = {"separator": "\t", "set_separator": ",", "empty_field": "(empty)", "unset_field": "-"}
-
-
-def open_text(path: str) -> TextIO:
-    """Open ``path`` as UTF-8 text, gunzipping when it starts with the gzip magic bytes."""
-    try:
-        raw = open(path, "rb")  # noqa: SIM115 - the caller closes the returned stream
-    except FileNotFoundError:
-        raise InvalidConfigError(f"input file not found: {path}") from None
-    except OSError as exc:
-        raise InvalidConfigError(f"cannot open input file {path}: {exc.strerror or exc}") from None
-    buffered = io.BufferedReader(raw)
-    binary: io.BufferedIOBase = gzip.GzipFile(fileobj=buffered) if buffered.peek(2)[:2] == _GZIP_MAGIC else buffered
-    return io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
 
 
 def read_zeek_conn(path: str, *, keep_labels: bool = False) -> Iterator[Flow | Rejection]:

@@ -8,17 +8,14 @@ bytes); ``-`` reads standard input.
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import logging
-import sys
 from collections.abc import Collection, Iterator, Mapping
-from contextlib import contextmanager
-from typing import Any, BinaryIO
+from typing import Any
 
-from iotwarden.errors import InvalidConfigError, IotwardenError
+from iotwarden.errors import IotwardenError
 from iotwarden.observation import Rejection
+from iotwarden.sources.files import open_binary
 from iotwarden.sources.lorawan.events import decode_event
 from iotwarden.sources.lorawan.monitor import Item, LorawanMonitor, MonitorConfig
 from iotwarden.sources.payload import DEFAULT_MAX_PAYLOAD_BYTES, RecordError, decode_json_object, unwrap_envelope
@@ -34,7 +31,6 @@ DIALECTS: dict[str, frozenset[str]] = {
     "helium": frozenset({"helium"}),
 }
 _FORMAT_OF_DIALECT = {"chirpstack-v3": "chirpstack", "chirpstack-v4": "chirpstack", "tts": "tts", "helium": "helium"}
-_GZIP_MAGIC = b"\x1f\x8b"
 _EXPIRE_EVERY = 256  # events between checks for finished episodes
 
 
@@ -103,7 +99,7 @@ def read_event_lines(
     for path in paths:
         source = "<stdin>" if path == "-" else path
         rejected = 0
-        with _open_binary(path) as stream:
+        with open_binary(path) as stream:
             try:
                 for number, raw in enumerate(stream, start=1):
                     if not raw.strip():
@@ -159,31 +155,6 @@ def _parse_line(
             )
         ]
     return list(monitor.push(event, source=where, line=line))
-
-
-@contextmanager
-def _open_binary(path: str) -> Iterator[BinaryIO]:
-    if path == "-":
-        raw: BinaryIO = sys.stdin.buffer
-        owned = False
-    else:
-        try:
-            raw = open(path, "rb")  # noqa: SIM115 - closed below
-        except FileNotFoundError:
-            raise InvalidConfigError(f"input file not found: {path}") from None
-        except OSError as exc:
-            raise InvalidConfigError(f"cannot open input file {path}: {exc.strerror or exc}") from None
-        owned = True
-    try:
-        buffered = raw if hasattr(raw, "peek") else io.BufferedReader(raw)  # type: ignore[arg-type]
-        if buffered.peek(2)[:2] == _GZIP_MAGIC:  # type: ignore[attr-defined]
-            with gzip.GzipFile(fileobj=buffered, mode="rb") as unzipped:
-                yield io.BufferedReader(unzipped)  # type: ignore[arg-type]
-        else:
-            yield buffered
-    finally:
-        if owned:
-            raw.close()
 
 
 def _raw(payload: bytes | str | Mapping[str, Any]) -> str:
