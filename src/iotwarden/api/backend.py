@@ -1,4 +1,4 @@
-"""What the REST API does, without HTTP: reads and analyst changes on one alert store.
+"""The REST API's operations without HTTP: reads and analyst changes on one alert store.
 
 One :class:`Backend` owns one :class:`~iotwarden.store.AlertStore` connection
 and a lock. Every read and write holds the lock, because the web server

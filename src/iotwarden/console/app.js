@@ -81,7 +81,7 @@ async function startLive() {
   const dot = document.getElementById("live");
   try {
     const response = await fetch("/api/events", { headers: { Authorization: "Bearer " + token() }, signal: liveAbort.signal });
-    if (!response.ok) throw new Error("event stream refused: " + response.status);
+    if (!response.ok) throw new Error("event stream failed: HTTP " + response.status);
     dot.className = "on";
     const reader = response.body.getReader();
     const decoder = new TextDecoder();

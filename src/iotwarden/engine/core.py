@@ -47,7 +47,7 @@ FLEET_COHORT = "*"
 CHECKPOINT_VERSION = 1
 _METRIC_CHANNELS = ("spike", "drift", "stuck", "range")
 _COHORT_MAX_WEIGHT = 10_000.0  # cohort statistics forget like an average of this many values
-_LARGEST_LEARNABLE = 1e150
+_MAX_LEARNABLE_MAGNITUDE = 1e150
 _ROUTINE_MARGIN = 0.2
 _DRIFT_HOLD = 1.3
 _COHORT_ARRAYS = (
@@ -402,7 +402,7 @@ class Engine:
         flag_value = (spike.surprise >= threshold) | out_of_range
         # Magnitudes beyond 1e150 would overflow when squared; they are scored
         # but never learned, even during warm-up.
-        learnable = view.present & (np.abs(zero_nan(view.x)) < _LARGEST_LEARNABLE)
+        learnable = view.present & (np.abs(zero_nan(view.x)) < _MAX_LEARNABLE_MAGNITUDE)
         learn = learnable & ~flag_value & (stuck.surprise < threshold)
         # The slow baseline freezes at the first hint of drift (p < 0.05), well
         # before an alert, so a ramp cannot drag it or widen its spread.
@@ -663,7 +663,12 @@ class Engine:
     def _remember_routine(self, shard: ShardState, slot: int, column: int, direction: int, alert: Alert) -> None:
         """Count a closed spike or dip episode and widen the routine range to its peak."""
         peak = alert.details.get("peak")
-        value = peak["value"] if peak else (alert.metrics[0].value if alert.metrics else None)
+        if peak is not None:
+            value = peak["value"]
+        elif alert.metrics:
+            value = alert.metrics[0].value
+        else:
+            value = None
         if value is None or not math.isfinite(value) or direction == 0:
             return
         cohort = int(shard["cohort"][slot])

@@ -1,7 +1,7 @@
 """The bounded queue between the network threads and the engine thread.
 
 Back-pressure policy (``overflow`` in the configuration), applied when the
-queue holds ``queue_size`` messages or ``queue_max_bytes`` payload bytes:
+queue contains ``queue_size`` messages or ``queue_max_bytes`` payload bytes:
 
 * ``block`` (default): the network thread waits for space. paho then reads
   nothing from the socket, TCP flow control slows the broker, and the

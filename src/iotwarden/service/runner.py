@@ -514,7 +514,7 @@ class Service:
         }
 
 def sidecar_path(state: Path) -> Path:
-    """Return the file beside the engine state that holds the service's own state."""
+    """Return the file beside the engine state that contains the service's own state."""
     return state.with_name(state.name + ".service.json")
 
 

@@ -105,7 +105,9 @@ def run_zeek(path: str | Path, **options: object) -> ZeekResult:
 
 
 def _cell(truth: bool, flagged: bool) -> str:
-    return ("tp" if flagged else "fn") if truth else ("fp" if flagged else "tn")
+    if truth:
+        return "tp" if flagged else "fn"
+    return "fp" if flagged else "tn"
 
 
 def rates(counts: Counter[str]) -> tuple[float, float, float]:
