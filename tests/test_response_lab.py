@@ -365,6 +365,19 @@ class SdnLab:
         result = run("ip", "netns", "exec", self.namespaces[0], "ping", "-n", "-q", "-c", str(count), "-i", "0.2", "-W", str(timeout), self.ips[1], check=False, timeout=count + timeout + 5)
         return result.returncode == 0
 
+    def reachable_within(self, seconds: float) -> bool:
+        """Return whether a ping gets through before `seconds` pass.
+
+        Once a drop flow is gone, the learning switch relearns the path from
+        packet-ins, so the first echo after a release can be lost.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            if self.ping():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
     def flows(self) -> list[dict]:
         with urllib.request.urlopen(f"{self.url}/stats/flow/{self.dpid}", timeout=5) as response:
             return json.loads(response.read()).get(str(self.dpid), [])
