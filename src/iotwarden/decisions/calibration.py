@@ -12,8 +12,7 @@ rarely Gaussian) from looking astonishing at four standard deviations.
 
 from __future__ import annotations
 
-import functools
-
+import numba
 import numpy as np
 from scipy import special
 
@@ -38,27 +37,47 @@ def surprise_from_z(z: np.ndarray, df: float | np.ndarray) -> np.ndarray:
     steps of 0.0025 in ``z`` (error below 0.003), because the Student-t CDF
     is the costliest step of scoring; elsewhere it is computed exactly.
     """
-    magnitude = np.abs(z)
-    magnitude[np.isnan(magnitude)] = 0.0
-    degrees = np.broadcast_to(np.asarray(df, dtype=np.float64), magnitude.shape)
-    surprise = np.empty(magnitude.shape)
-    tabled = (magnitude <= _TABLE_MAX_Z) & (degrees == np.round(degrees)) & (degrees >= 1) & (degrees <= _TABLE_MAX_DF)
-
-    values = np.unique(degrees[tabled])
-    if values.size == 1 and tabled.all():
-        surprise = _table(int(values[0]))[_table_index(magnitude)]
+    z = np.asarray(z, dtype=np.float64)
+    degrees = np.asarray(df, dtype=np.float64)
+    if degrees.size > 1:
+        degrees = np.ascontiguousarray(np.broadcast_to(degrees, z.shape)).ravel()
     else:
-        for value in values:
-            cells = tabled & (degrees == value)
-            surprise[cells] = _table(int(value))[_table_index(magnitude[cells])]
-    rest = ~tabled
-    if rest.any():
-        surprise[rest] = _exact_surprise(magnitude[rest], degrees[rest])
-    return np.clip(surprise, 0.0, MAX_SURPRISE)
+        degrees = degrees.reshape(1)
+    flat = np.ascontiguousarray(z).ravel()
+    surprise, exact = _tabled_surprise(flat, degrees, _TABLES, _TABLE_ROW, _TABLE_MAX_Z, float(_TABLE_STEPS_PER_Z))
+    # Degrees of freedom without a table row yet: compute the rows, then look up again.
+    if exact.any() and _ensure_tables(degrees if degrees.size == 1 else degrees[exact]):
+        surprise, exact = _tabled_surprise(flat, degrees, _TABLES, _TABLE_ROW, _TABLE_MAX_Z, float(_TABLE_STEPS_PER_Z))
+    if exact.any():
+        surprise[exact] = _exact_surprise(surprise[exact], degrees[exact] if degrees.size > 1 else degrees[0])
+    return np.clip(surprise, 0.0, MAX_SURPRISE).reshape(z.shape)
 
 
-def _table_index(magnitude: np.ndarray) -> np.ndarray:
-    return (magnitude * _TABLE_STEPS_PER_Z + 0.5).astype(np.intp)
+@numba.njit(cache=True, nogil=True)
+def _tabled_surprise(z, degrees, tables, table_row, max_z, steps):
+    """Look surprise up in ``tables``; return it and the mask of cells left to compute exactly.
+
+    Cells outside the tables (``|z| > max_z``, or degrees of freedom that
+    are not whole or have no row) hold their ``|z|`` on return.
+    """
+    n = z.shape[0]
+    surprise = np.empty(n)
+    exact = np.zeros(n, dtype=np.bool_)
+    single = degrees.shape[0] == 1
+    for index in range(n):
+        magnitude = abs(z[index])
+        if np.isnan(magnitude):
+            magnitude = 0.0
+        df = degrees[0] if single else degrees[index]
+        row = -1
+        if df == np.floor(df) and df >= 0 and df < table_row.shape[0]:
+            row = table_row[int(df)]
+        if magnitude <= max_z and row >= 0:
+            surprise[index] = tables[row, int(magnitude * steps + 0.5)]
+        else:
+            surprise[index] = magnitude
+            exact[index] = True
+    return surprise, exact
 
 
 def _exact_surprise(magnitude: np.ndarray, df: np.ndarray | float) -> np.ndarray:
@@ -71,9 +90,24 @@ def _exact_surprise(magnitude: np.ndarray, df: np.ndarray | float) -> np.ndarray
     return np.minimum(exact, MAX_SURPRISE)
 
 
-@functools.lru_cache(maxsize=_TABLE_MAX_DF)
-def _table(df: int) -> np.ndarray:
-    return _exact_surprise(_TABLE_Z, float(df))
+# _TABLES[_TABLE_ROW[df]] is the surprise at every _TABLE_Z for df degrees
+# of freedom. Rows are computed on first use (about 3 ms and 160 kB each),
+# so only the degrees of freedom in use take memory; _TABLE_ROW is -1 for
+# the others.
+_TABLES = np.zeros((0, _TABLE_Z.size))
+_TABLE_ROW = np.full(_TABLE_MAX_DF + 1, -1, dtype=np.intp)
+
+
+def _ensure_tables(degrees: np.ndarray) -> bool:
+    """Compute the missing table rows of the whole degrees of freedom in ``degrees``; return whether any was missing."""
+    global _TABLES
+    wanted = degrees[(degrees >= 1) & (degrees <= _TABLE_MAX_DF) & (degrees == np.floor(degrees))]
+    missing = [int(df) for df in np.unique(wanted) if _TABLE_ROW[int(df)] < 0]
+    if missing:
+        rows = [_exact_surprise(_TABLE_Z, float(df)) for df in missing]
+        _TABLE_ROW[missing] = np.arange(len(_TABLES), len(_TABLES) + len(missing))
+        _TABLES = np.vstack([_TABLES, *rows])
+    return bool(missing)
 
 
 def surprise_from_log_p(log10_p: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ young, which is what keeps a three-point baseline from raising alerts.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from iotwarden.decisions.calibration import surprise_from_z, zero_nan
@@ -24,19 +25,40 @@ from iotwarden.detectors.base import Detector, DetectorScore, RoundView
 from iotwarden.engine.config import EngineConfig
 from iotwarden.engine.state import ArraySpec, ShardState
 
-__all__ = ["BaselineDetector", "ewm_alpha", "predictive_scale"]
+__all__ = ["BaselineDetector", "ewm_alpha", "ewm_floor", "predictive_scale"]
+
+
+def ewm_floor(halflife: float) -> float:
+    """Weight of a new value once a baseline is older than its half-life."""
+    return 1.0 - 2.0 ** (-1.0 / halflife)
 
 
 def ewm_alpha(count: np.ndarray, halflife: float) -> np.ndarray:
     """Weight of a new value: ``1/(n+1)`` at first, then the half-life's."""
-    floor = 1.0 - 2.0 ** (-1.0 / halflife)
-    return np.maximum(1.0 / (count + 1.0), floor)
+    return np.maximum(1.0 / (count + 1.0), ewm_floor(halflife))
 
 
-def effective_count(count: np.ndarray, halflife: float) -> np.ndarray:
-    """Number of observations an exponentially weighted estimate stands for."""
-    floor = 1.0 - 2.0 ** (-1.0 / halflife)
-    return np.minimum(count, (2.0 - floor) / floor)
+@numba.njit(cache=True, nogil=True)
+def scale_of(variance, count, mean, resolution, alpha_floor, absolute_floor, relative_floor):
+    """Standard deviation of the next value, floored and widened for small n.
+
+    ``alpha_floor`` is :func:`ewm_floor` of the baseline's half-life: the
+    baseline stands for at most ``(2 - alpha_floor) / alpha_floor`` values.
+    """
+    n = max(min(count, (2.0 - alpha_floor) / alpha_floor), 1.0)
+    unbiased = variance * n / max(n - 1.0, 1.0)
+    floor = max(absolute_floor, relative_floor * abs(mean))
+    if np.isfinite(resolution):
+        floor = max(floor, resolution)
+    return np.sqrt(max(unbiased, floor * floor) * (1.0 + 1.0 / n))
+
+
+@numba.njit(cache=True, nogil=True)
+def _scale_all(variance, count, mean, resolution, alpha_floor, absolute_floor, relative_floor):
+    out = np.empty(variance.shape)
+    for index in range(variance.size):
+        out.flat[index] = scale_of(variance.flat[index], count.flat[index], mean.flat[index], resolution.flat[index], alpha_floor, absolute_floor, relative_floor)
+    return out
 
 
 def predictive_scale(
@@ -47,22 +69,40 @@ def predictive_scale(
     halflife: float,
     config: EngineConfig,
 ) -> np.ndarray:
-    """Standard deviation of the next value, floored and widened for small n."""
-    n = np.maximum(effective_count(count, halflife), 1.0)
-    unbiased = variance * n / np.maximum(n - 1.0, 1.0)
-    floor = np.maximum(config.absolute_floor, config.relative_floor * np.abs(mean))
-    floor = np.maximum(floor, np.where(np.isfinite(resolution), resolution, 0.0))
-    return np.sqrt(np.maximum(unbiased, floor * floor) * (1.0 + 1.0 / n))
+    """Return :func:`scale_of` for arrays of baselines (broadcast together)."""
+    arrays = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (variance, count, mean, resolution)))
+    contiguous = [np.ascontiguousarray(a) for a in arrays]
+    return _scale_all(*contiguous, ewm_floor(halflife), config.absolute_floor, config.relative_floor)
 
 
-def ewm_update(
-    mean: np.ndarray, var: np.ndarray, x: np.ndarray, alpha: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Apply one exponentially weighted mean and variance step (West's update)."""
-    delta = x - mean
-    new_mean = mean + alpha * delta
-    new_var = (1.0 - alpha) * (var + alpha * delta * delta)
-    return new_mean, new_var
+@numba.njit(cache=True, nogil=True)
+def gather_baselines(slots, m, count, mean_fast, var_fast, mean_slow, var_slow, resolution, integral, scale_floor, fast_floor, slow_floor, absolute_floor, relative_floor):
+    """Gather a round's baselines: count, both means and both predictive scales.
+
+    A sensor's resolution (smallest change seen) floors its scale. A
+    whole-number metric that never changed (a count of rare events) has a
+    resolution of one unit.
+    """
+    n = slots.shape[0]
+    out_count = np.empty((n, m))
+    out_mean_fast = np.empty((n, m))
+    out_scale_fast = np.empty((n, m))
+    out_mean_slow = np.empty((n, m))
+    out_scale_slow = np.empty((n, m))
+    for row in range(n):
+        slot = slots[row]
+        for column in range(m):
+            c = count[slot, column]
+            step = np.float64(resolution[slot, column])
+            if np.isinf(step) and integral[slot, column] and c > 0:
+                step = 1.0
+            step = scale_floor[column] if np.isinf(step) else max(step, scale_floor[column])
+            out_count[row, column] = c
+            out_mean_fast[row, column] = mean_fast[slot, column]
+            out_mean_slow[row, column] = mean_slow[slot, column]
+            out_scale_fast[row, column] = scale_of(var_fast[slot, column], c, mean_fast[slot, column], step, fast_floor, absolute_floor, relative_floor)
+            out_scale_slow[row, column] = scale_of(var_slow[slot, column], c, mean_slow[slot, column], step, slow_floor, absolute_floor, relative_floor)
+    return out_count, out_mean_fast, out_scale_fast, out_mean_slow, out_scale_slow
 
 
 class BaselineDetector(Detector):
@@ -84,55 +124,97 @@ class BaselineDetector(Detector):
         }
 
     def score(self, state: ShardState, view: RoundView) -> DetectorScore:
-        config = view.config
-        with np.errstate(invalid="ignore", over="ignore"):
-            z_fast = (view.x - view.mean_fast) / view.scale_fast
-            z_slow = (view.x - view.mean_slow) / view.scale_slow
-            same_side = np.sign(z_fast) == np.sign(z_slow)
-            z_own = np.where(same_side, np.sign(z_fast) * np.minimum(np.abs(z_fast), np.abs(z_slow)), 0.0)
-            z_cohort = (view.x - view.cohort_mean) / view.cohort_scale
-
-        own = view.own_ready & view.present
-        cohort = ~view.own_ready & view.cohort_ready & view.present
-        z = np.where(own, z_own, np.where(cohort, z_cohort, np.nan))
-        df = np.where(own, np.clip(view.count - 1.0, 1.0, config.tail_df), config.tail_df)
+        z, df, ready, cohort, expected, scale = _score_kernel(
+            view.x, view.count, view.mean_fast, view.scale_fast, view.mean_slow, view.scale_slow,
+            view.own_ready, view.cohort_mean, view.cohort_scale, view.cohort_ready, float(view.config.tail_df),
+        )
         surprise = surprise_from_z(z, df)
-        ready = own | cohort
         surprise[~ready] = 0.0
-
         direction = np.sign(zero_nan(z)).astype(np.int8)
-        expected = np.where(own, view.mean_slow, view.cohort_mean)
-        scale = np.where(own, view.scale_slow, view.cohort_scale)
         return DetectorScore(surprise, ready, direction, expected, scale, from_cohort=cohort)
 
     def learn(self, state: ShardState, view: RoundView, learn: np.ndarray) -> None:
         config = view.config
-        slots = view.slots
-        count = view.count
-        x = np.where(learn, view.x, 0.0)
+        hold_slow = view.hold_slow if view.hold_slow is not None else np.zeros(learn.shape, dtype=bool)
+        _learn_kernel(
+            view.slots, view.x, learn, hold_slow, view.count, view.scale_fast, view.scale_slow,
+            state["count"], state["mean_fast"], state["var_fast"], state["mean_slow"], state["var_slow"],
+            config.clip_sigma, ewm_floor(config.fast_halflife), ewm_floor(config.slow_halflife),
+        )
 
-        # Bounded influence: a value far outside the band moves the baseline
-        # as if it sat at the band's edge. This starts from the second value,
-        # during warm-up too, where the band is wide because n is small.
-        limit_fast = config.clip_sigma * view.scale_fast
-        limit_slow = config.clip_sigma * view.scale_slow
-        clip = count >= 2
-        with np.errstate(invalid="ignore", over="ignore"):
-            x_fast = np.where(clip, np.clip(x, view.mean_fast - limit_fast, view.mean_fast + limit_fast), x)
-            x_slow = np.where(clip, np.clip(x, view.mean_slow - limit_slow, view.mean_slow + limit_slow), x)
 
-        # While drift is suspected the slow baseline stays frozen, so a slow
-        # ramp cannot drag it along. The fast one keeps following the data.
-        learn_slow = learn if view.hold_slow is None else learn & ~view.hold_slow
-        for prefix, values, halflife, mask in (
-            ("fast", x_fast, config.fast_halflife, learn),
-            ("slow", x_slow, config.slow_halflife, learn_slow),
-        ):
-            mean_name, var_name = f"mean_{prefix}", f"var_{prefix}"
-            mean = state[mean_name][slots, : view.n_metrics]
-            var = state[var_name][slots, : view.n_metrics]
-            new_mean, new_var = ewm_update(mean, var, values, ewm_alpha(count, halflife))
-            state[mean_name][slots, : view.n_metrics] = np.where(mask, new_mean, mean)
-            state[var_name][slots, : view.n_metrics] = np.where(mask, new_var, var)
+@numba.njit(cache=True, nogil=True)
+def _score_kernel(x, count, mean_fast, scale_fast, mean_slow, scale_slow, own_ready, cohort_mean, cohort_scale, cohort_ready, tail_df):
+    """Return the standardised residual, its degrees of freedom and the reference used.
 
-        state["count"][slots, : view.n_metrics] = count + learn
+    A device's own residual is the smaller of the two (fast and slow), and
+    only where both lie on the same side; otherwise it is 0.
+    """
+    n, m = x.shape
+    z = np.full((n, m), np.nan)
+    df = np.full((n, m), tail_df)
+    ready = np.zeros((n, m), dtype=np.bool_)
+    cohort = np.zeros((n, m), dtype=np.bool_)
+    expected = np.empty((n, m))
+    scale = np.empty((n, m))
+    for row in range(n):
+        for column in range(m):
+            value = x[row, column]
+            present = not np.isnan(value)
+            if own_ready[row, column] and present:
+                expected[row, column] = mean_slow[row, column]
+                scale[row, column] = scale_slow[row, column]
+                z_fast = (value - mean_fast[row, column]) / scale_fast[row, column]
+                z_slow = (value - mean_slow[row, column]) / scale_slow[row, column]
+                side = np.sign(z_fast)
+                z[row, column] = side * min(abs(z_fast), abs(z_slow)) if side == np.sign(z_slow) else 0.0
+                df[row, column] = min(max(count[row, column] - 1.0, 1.0), tail_df)
+                ready[row, column] = True
+            else:
+                expected[row, column] = cohort_mean[row, column]
+                scale[row, column] = cohort_scale[row, column]
+                if present and not own_ready[row, column] and cohort_ready[row, column]:
+                    z[row, column] = (value - cohort_mean[row, column]) / cohort_scale[row, column]
+                    ready[row, column] = True
+                    cohort[row, column] = True
+    return z, df, ready, cohort, expected, scale
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_kernel(slots, x, learn, hold_slow, count, scale_fast, scale_slow, state_count, mean_fast, var_fast, mean_slow, var_slow, clip_sigma, fast_floor, slow_floor):
+    """Update both baselines with West's exponentially weighted step.
+
+    Bounded influence: from the second value on (during warm-up too, where
+    the band is wide because n is small), a value far outside the band moves
+    the baseline as if it sat at the band's edge. While drift is suspected
+    (``hold_slow``) the slow baseline stays frozen, so a slow ramp cannot
+    drag it along; the fast one keeps following the data.
+    """
+    n, m = x.shape
+    for row in range(n):
+        slot = slots[row]
+        for column in range(m):
+            if not learn[row, column]:
+                continue
+            value = x[row, column]
+            c = count[row, column]
+            alpha = max(1.0 / (c + 1.0), fast_floor)
+            mean = mean_fast[slot, column]
+            target = value
+            if c >= 2:
+                limit = clip_sigma * scale_fast[row, column]
+                target = min(max(value, mean - limit), mean + limit)
+            delta = target - mean
+            mean_fast[slot, column] = mean + alpha * delta
+            var_fast[slot, column] = (1.0 - alpha) * (var_fast[slot, column] + alpha * delta * delta)
+            if not hold_slow[row, column]:
+                alpha = max(1.0 / (c + 1.0), slow_floor)
+                mean = mean_slow[slot, column]
+                target = value
+                if c >= 2:
+                    limit = clip_sigma * scale_slow[row, column]
+                    target = min(max(value, mean - limit), mean + limit)
+                delta = target - mean
+                mean_slow[slot, column] = mean + alpha * delta
+                var_slow[slot, column] = (1.0 - alpha) * (var_slow[slot, column] + alpha * delta * delta)
+            state_count[slot, column] = c + 1.0

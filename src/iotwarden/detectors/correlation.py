@@ -21,11 +21,12 @@ two-sigma wobble into an alert.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from iotwarden.decisions.calibration import bonferroni, surprise_from_z, zero_nan
+from iotwarden.decisions.calibration import bonferroni, surprise_from_z
 from iotwarden.detectors.base import Detector, DetectorScore, RoundView
-from iotwarden.detectors.baseline import ewm_alpha
+from iotwarden.detectors.baseline import ewm_floor
 from iotwarden.engine.state import ArraySpec, ShardState, pair_count
 
 __all__ = ["CorrelationDetector"]
@@ -79,71 +80,118 @@ class CorrelationDetector(Detector):
         the view for ``learn`` and for explanations.
         """
         if view.normalised is None:
-            power = state["residual_power"][view.slots, : view.n_metrics].astype(np.float64)
-            r = self._residuals(view)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                view.normalised = np.where(power > 0, r / np.sqrt(power), 0.0)
+            view.normalised = _normalise(view.slots, view.x, view.mean_fast, view.scale_fast, state["residual_power"])
         return view.normalised
-
-    def _residuals(self, view: RoundView) -> np.ndarray:
-        with np.errstate(invalid="ignore", over="ignore"):
-            r = (view.x - view.mean_fast) / view.scale_fast
-        return np.clip(zero_nan(r), -_RESIDUAL_CLIP, _RESIDUAL_CLIP)
 
     def score(self, state: ShardState, view: RoundView) -> DetectorScore:
         n, m = view.x.shape
         n_pairs = self.pair_total(m)
         surprise = np.zeros((n, 1))
         ready_rows = np.zeros((n, 1), dtype=bool)
-        best = np.full(n, -1, dtype=np.intp)
         if n_pairs == 0 or n == 0:
-            return DetectorScore(surprise, ready_rows, detail=best)
+            return DetectorScore(surprise, ready_rows, detail=np.full(n, -1, dtype=np.intp))
 
         i, j = self.pairs(m)
-        usable = view.long_ready & view.present & ~view.derived[None, :]
-        count = state["pair_count"][view.slots, :n_pairs]
-        rho = state["pair_correlation"][view.slots, :n_pairs].astype(np.float64)
-        valid = usable[:, i] & usable[:, j] & (count >= view.config.warmup * 4) & (np.abs(rho) >= view.config.correlation_min)
-        if not valid.any():
-            return DetectorScore(surprise, ready_rows, detail=best)
-
-        rho = np.clip(rho, -_RHO_LIMIT, _RHO_LIMIT)
-        u = self.normalised(state, view)
-        u_i, u_j = u[:, i], u[:, j]
-        spread = np.sqrt(1.0 - rho * rho)
-        excess = np.minimum(np.abs(u_i - rho * u_j), np.abs(u_j - rho * u_i)) / spread
-        excess = np.where(valid, excess, 0.0)
-
-        best = np.argmax(excess, axis=1)
-        top = excess[np.arange(n), best]
-        tests = valid.sum(axis=1)
+        config = view.config
+        top, tests, best = _score_kernel(
+            view.slots, view.x, view.long_ready, view.derived, self.normalised(state, view), i, j,
+            state["pair_count"], state["pair_correlation"], float(config.warmup * 4), config.correlation_min,
+        )
         ready_rows[:, 0] = tests > 0
-        surprise[:, 0] = np.where(tests > 0, bonferroni(surprise_from_z(top, view.config.tail_df), tests), 0.0)
-        best = np.where(tests > 0, best, -1)
+        surprise[:, 0] = np.where(tests > 0, bonferroni(surprise_from_z(top, config.tail_df), tests), 0.0)
         return DetectorScore(surprise, ready_rows, detail=best)
 
     def learn(self, state: ShardState, view: RoundView, learn: np.ndarray) -> None:
         n, m = view.x.shape
-        n_pairs = self.pair_total(m)
-        slots = view.slots
-        usable = learn & view.long_ready & ~view.derived[None, :]
-        if n == 0 or not usable.any():
+        if n == 0:
             return
-
-        r = self._residuals(view)
-        u = self.normalised(state, view)
-        alpha = ewm_alpha(view.count, view.config.slow_halflife)
-        power = state["residual_power"][slots, :m]
-        updated = (1.0 - alpha) * power + alpha * r * r
-        state["residual_power"][slots, :m] = np.where(usable, updated, power)
-        if n_pairs == 0:
-            return
-
         i, j = self.pairs(m)
-        both = usable[:, i] & usable[:, j] & (power[:, i] > 0) & (power[:, j] > 0)
-        count = state["pair_count"][slots, :n_pairs]
-        rho = state["pair_correlation"][slots, :n_pairs]
-        pair_alpha = np.maximum(1.0 / (count + 1.0), 1.0 - 2.0 ** (-1.0 / view.config.slow_halflife))
-        updated_rho = np.clip((1.0 - pair_alpha) * rho + pair_alpha * u[:, i] * u[:, j], -1.0, 1.0)
-        state["pair_correlation"][slots, :n_pairs] = np.where(both, updated_rho, rho)
-        state["pair_count"][slots, :n_pairs] = np.where(both, np.minimum(count + 1.0, 1e9), count)
+        _learn_kernel(
+            view.slots, view.x, learn, view.long_ready, view.derived, view.count, view.mean_fast, view.scale_fast,
+            self.normalised(state, view), i, j, state["residual_power"], state["pair_correlation"], state["pair_count"],
+            ewm_floor(view.config.slow_halflife),
+        )
+
+
+@numba.njit(cache=True, nogil=True)
+def _residual(value, mean, scale):
+    r = (value - mean) / scale
+    if np.isnan(r):
+        return 0.0
+    return min(max(r, -_RESIDUAL_CLIP), _RESIDUAL_CLIP)
+
+
+@numba.njit(cache=True, nogil=True)
+def _normalise(slots, x, mean_fast, scale_fast, residual_power):
+    n, m = x.shape
+    u = np.zeros((n, m))
+    for row in range(n):
+        slot = slots[row]
+        for column in range(m):
+            power = np.float64(residual_power[slot, column])
+            if power > 0:
+                u[row, column] = _residual(x[row, column], mean_fast[row, column], scale_fast[row, column]) / np.sqrt(power)
+    return u
+
+
+@numba.njit(cache=True, nogil=True)
+def _score_kernel(slots, x, long_ready, derived, u, pair_i, pair_j, pair_count, pair_correlation, min_count, min_correlation):
+    """Return each row's largest pair excess, the pairs tested and the best pair (-1 if none)."""
+    n = x.shape[0]
+    n_pairs = pair_i.shape[0]
+    top = np.zeros(n)
+    tests = np.zeros(n, dtype=np.int64)
+    best = np.full(n, -1, dtype=np.intp)
+    for row in range(n):
+        slot = slots[row]
+        row_top = 0.0
+        row_best = 0
+        for pair in range(n_pairs):
+            i = pair_i[pair]
+            j = pair_j[pair]
+            if derived[i] or derived[j] or not long_ready[row, i] or not long_ready[row, j]:
+                continue
+            if np.isnan(x[row, i]) or np.isnan(x[row, j]) or pair_count[slot, pair] < min_count:
+                continue
+            rho = np.float64(pair_correlation[slot, pair])
+            if abs(rho) < min_correlation:
+                continue
+            tests[row] += 1
+            rho = min(max(rho, -_RHO_LIMIT), _RHO_LIMIT)
+            excess = min(abs(u[row, i] - rho * u[row, j]), abs(u[row, j] - rho * u[row, i])) / np.sqrt(1.0 - rho * rho)
+            if excess > row_top:
+                row_top = excess
+                row_best = pair
+        if tests[row] > 0:
+            top[row] = row_top
+            best[row] = row_best
+    return top, tests, best
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_kernel(slots, x, learn, long_ready, derived, count, mean_fast, scale_fast, u, pair_i, pair_j, residual_power, pair_correlation, pair_count, alpha_floor):
+    n, m = x.shape
+    n_pairs = pair_i.shape[0]
+    pair_floor = np.float32(alpha_floor)
+    for row in range(n):
+        slot = slots[row]
+        usable = np.zeros(m, dtype=np.bool_)
+        powered = np.zeros(m, dtype=np.bool_)
+        for column in range(m):
+            usable[column] = learn[row, column] and long_ready[row, column] and not derived[column]
+            # Pairs use the power from before this update.
+            powered[column] = residual_power[slot, column] > 0
+            if usable[column]:
+                alpha = max(1.0 / (count[row, column] + 1.0), alpha_floor)
+                r = _residual(x[row, column], mean_fast[row, column], scale_fast[row, column])
+                residual_power[slot, column] = (1.0 - alpha) * residual_power[slot, column] + alpha * r * r
+        for pair in range(n_pairs):
+            i = pair_i[pair]
+            j = pair_j[pair]
+            if not (usable[i] and usable[j] and powered[i] and powered[j]):
+                continue
+            c = pair_count[slot, pair]
+            alpha32 = max(np.float32(1.0) / (c + np.float32(1.0)), pair_floor)
+            rho = (np.float32(1.0) - alpha32) * pair_correlation[slot, pair] + alpha32 * u[row, i] * u[row, j]
+            pair_correlation[slot, pair] = min(max(rho, -1.0), 1.0)
+            pair_count[slot, pair] = min(c + np.float32(1.0), np.float32(1e9))

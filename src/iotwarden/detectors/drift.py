@@ -10,11 +10,12 @@ the alert fires, or until the new level is adopted after ``adopt_after``.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from iotwarden.decisions.calibration import surprise_from_z, zero_nan
+from iotwarden.decisions.calibration import surprise_from_z
 from iotwarden.detectors.base import Detector, DetectorScore, RoundView
-from iotwarden.detectors.baseline import ewm_alpha
+from iotwarden.detectors.baseline import ewm_floor
 from iotwarden.engine.state import ArraySpec, ShardState
 
 __all__ = ["DriftDetector"]
@@ -37,21 +38,46 @@ class DriftDetector(Detector):
     def state_specs(self) -> dict[str, ArraySpec]:
         return {"drift_var": ArraySpec("metric", "f4", 0.0)}
 
-    def _statistic(self, view: RoundView) -> np.ndarray:
-        return (view.mean_fast - view.mean_slow) / view.scale_slow
-
     def score(self, state: ShardState, view: RoundView) -> DetectorScore:
-        d = self._statistic(view)
-        spread = np.sqrt(state["drift_var"][view.slots, : view.n_metrics] + _MIN_DRIFT_SPREAD**2)
-        ready = view.drift_ready & view.present
-        z = np.where(ready, d / spread, np.nan)
+        z, ready, direction = _score_kernel(view.slots, view.x, view.drift_ready, view.mean_fast, view.mean_slow, view.scale_slow, state["drift_var"])
         surprise = surprise_from_z(z, _DRIFT_DF)
-        direction = np.sign(zero_nan(d)).astype(np.int8)
         return DetectorScore(surprise, ready, direction, view.mean_slow, view.scale_slow)
 
     def learn(self, state: ShardState, view: RoundView, learn: np.ndarray) -> None:
-        d = zero_nan(self._statistic(view))
-        var = state["drift_var"][view.slots, : view.n_metrics]
-        alpha = ewm_alpha(view.count, view.config.slow_halflife)
-        updated = ((1.0 - alpha) * var + alpha * np.minimum(d * d, 100.0)).astype(np.float32)
-        state["drift_var"][view.slots, : view.n_metrics] = np.where(learn, updated, var)
+        _learn_kernel(view.slots, learn, view.count, view.mean_fast, view.mean_slow, view.scale_slow, state["drift_var"], ewm_floor(view.config.slow_halflife))
+
+
+@numba.njit(cache=True, nogil=True)
+def _score_kernel(slots, x, drift_ready, mean_fast, mean_slow, scale_slow, drift_var):
+    """Return ``d`` standardised by its learned spread (NaN where not ready), readiness and sign of ``d``."""
+    n, m = x.shape
+    z = np.full((n, m), np.nan)
+    ready = np.zeros((n, m), dtype=np.bool_)
+    direction = np.zeros((n, m), dtype=np.int8)
+    floor = np.float32(_MIN_DRIFT_SPREAD**2)
+    for row in range(n):
+        slot = slots[row]
+        for column in range(m):
+            d = (mean_fast[row, column] - mean_slow[row, column]) / scale_slow[row, column]
+            if np.isnan(d):
+                continue
+            direction[row, column] = np.sign(d)
+            if drift_ready[row, column] and not np.isnan(x[row, column]):
+                ready[row, column] = True
+                z[row, column] = d / np.sqrt(drift_var[slot, column] + floor)
+    return z, ready, direction
+
+
+@numba.njit(cache=True, nogil=True)
+def _learn_kernel(slots, learn, count, mean_fast, mean_slow, scale_slow, drift_var, alpha_floor):
+    n, m = learn.shape
+    for row in range(n):
+        slot = slots[row]
+        for column in range(m):
+            if not learn[row, column]:
+                continue
+            d = (mean_fast[row, column] - mean_slow[row, column]) / scale_slow[row, column]
+            if np.isnan(d):
+                d = 0.0
+            alpha = max(1.0 / (count[row, column] + 1.0), alpha_floor)
+            drift_var[slot, column] = (1.0 - alpha) * drift_var[slot, column] + alpha * min(d * d, 100.0)

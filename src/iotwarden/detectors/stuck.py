@@ -18,11 +18,12 @@ event look impossible.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from iotwarden.decisions.calibration import surprise_from_log_p, zero_nan
+from iotwarden.decisions.calibration import MAX_SURPRISE
 from iotwarden.detectors.base import Detector, DetectorScore, RoundView
-from iotwarden.detectors.baseline import ewm_alpha
+from iotwarden.detectors.baseline import ewm_floor
 from iotwarden.engine.state import ArraySpec, ShardState
 
 __all__ = ["StuckDetector"]
@@ -48,65 +49,95 @@ class StuckDetector(Detector):
             "value_high": ArraySpec("metric", "f4", -np.inf),
         }
 
-    def _current_run(self, state: ShardState, view: RoundView) -> tuple[np.ndarray, np.ndarray]:
-        last = state["last_value"][view.slots, : view.n_metrics]
-        run = state["run_length"][view.slots, : view.n_metrics]
-        same = view.present & (view.x == last)
-        return same, np.where(same, run + 1, np.where(view.present, 1, run))
-
     def score(self, state: ShardState, view: RoundView) -> DetectorScore:
         config = view.config
-        _, run = self._current_run(state, view)
-        longest = state["max_run"][view.slots, : view.n_metrics]
-        rate = state["repeat_rate"][view.slots, : view.n_metrics].astype(np.float64)
-        ready = view.long_ready & view.present & ~view.derived[None, :]
-
-        q = np.clip(rate, _MIN_REPEAT_RATE, _MAX_REPEAT_RATE)
-        # Whole-number metrics (counts, states), runs of exactly 0 and runs at
-        # the lowest or highest value seen (idle, standby, a saturated valve)
-        # repeat in normal operation, so they are not scored.
-        slots, m = view.slots, view.n_metrics
-        fractional = ~state["integral"][slots, :m]
-        interior = (view.x > state["value_low"][slots, :m]) & (view.x < state["value_high"][slots, :m])
-        long_enough = (run >= config.stuck_min_run) & (run > 2 * longest) & (rate < _MAX_REPEAT_RATE)
-        long_enough &= fractional & interior & (view.x != 0.0)
-        surprise = surprise_from_log_p((run - 1) * np.log10(q))
-        surprise = np.where(ready & long_enough, surprise, 0.0)
+        surprise, ready = _score_kernel(
+            view.slots, view.x, view.derived, view.long_ready,
+            state["last_value"], state["run_length"], state["max_run"], state["repeat_rate"],
+            state["integral"], state["value_low"], state["value_high"],
+            config.stuck_min_run,
+        )
         direction = np.zeros(surprise.shape, dtype=np.int8)
         return DetectorScore(surprise, ready, direction, view.mean_slow, view.scale_slow)
 
     def learn(self, state: ShardState, view: RoundView, learn: np.ndarray) -> None:
-        slots, m = view.slots, view.n_metrics
-        last = state["last_value"][slots, :m]
-        previous_run = state["run_length"][slots, :m]
-        same, run = self._current_run(state, view)
+        config = view.config
+        _learn_kernel(
+            view.slots, view.x, view.count, learn,
+            state["last_value"], state["run_length"], state["max_run"], state["repeat_rate"],
+            state["resolution"], state["integral"], state["value_low"], state["value_high"], state["routine_stuck"],
+            config.stuck_min_run, config.routine_episodes, ewm_floor(config.slow_halflife),
+        )
 
-        # A run that ended on a learnable value becomes part of normal
-        # behaviour, unless it was long enough to be flagged as stuck: such
-        # runs count as routine only after `routine_after` of them.
-        longest = state["max_run"][slots, :m]
-        ended = view.present & ~same & (previous_run >= 2) & learn
-        was_stuck = ended & (previous_run >= view.config.stuck_min_run) & (previous_run > 2 * longest)
-        episodes = state["routine_stuck"][slots, :m].astype(np.int32) + was_stuck
-        state["routine_stuck"][slots, :m] = np.minimum(episodes, 255)
-        absorb = ended & (~was_stuck | (episodes >= view.config.routine_episodes))
-        state["max_run"][slots, :m] = np.where(absorb, np.maximum(longest, previous_run), longest)
 
-        rate = state["repeat_rate"][slots, :m]
-        alpha = ewm_alpha(view.count, view.config.slow_halflife).astype(np.float32)
-        has_last = ~np.isnan(last)
-        updated = (1 - alpha) * rate + alpha * same.astype(np.float32)
-        state["repeat_rate"][slots, :m] = np.where(learn & has_last, updated, rate)
+@numba.njit(cache=True, nogil=True)
+def _score_kernel(slots, x, derived, long_ready, last_value, run_length, max_run, repeat_rate, integral, value_low, value_high, min_run):
+    n, m = x.shape
+    surprise = np.zeros((n, m))
+    ready = np.zeros((n, m), dtype=np.bool_)
+    for row in range(n):
+        slot = slots[row]
+        for column in range(m):
+            value = x[row, column]
+            if np.isnan(value):
+                continue
+            if not long_ready[row, column] or derived[column]:
+                continue
+            ready[row, column] = True
+            run = run_length[slot, column] + 1 if value == last_value[slot, column] else 1
+            rate = np.float64(repeat_rate[slot, column])
+            # Whole-number metrics (counts, states), runs of exactly 0 and runs
+            # at the lowest or highest value seen (idle, standby, a saturated
+            # valve) repeat in normal operation, so they are not scored.
+            if run < min_run or run <= 2 * max_run[slot, column] or rate >= _MAX_REPEAT_RATE:
+                continue
+            if integral[slot, column] or value == 0.0:
+                continue
+            if not (value > value_low[slot, column] and value < value_high[slot, column]):
+                continue
+            q = min(max(rate, _MIN_REPEAT_RATE), _MAX_REPEAT_RATE)
+            surprise[row, column] = min(max(-(run - 1) * np.log10(q), 0.0), MAX_SURPRISE)
+    return surprise, ready
 
-        with np.errstate(invalid="ignore", over="ignore"):
-            step = np.abs(view.x - last)
-        changed = learn & has_last & ~same & np.isfinite(step) & (step > 0)
-        state["resolution"][slots, :m] = np.where(changed, np.minimum(state["resolution"][slots, :m], step), state["resolution"][slots, :m])
-        whole = np.where(learn, view.x == np.round(zero_nan(view.x)), True)
-        state["integral"][slots, :m] &= whole
-        low, high = state["value_low"][slots, :m], state["value_high"][slots, :m]
-        state["value_low"][slots, :m] = np.where(learn, np.fmin(low, view.x), low)
-        state["value_high"][slots, :m] = np.where(learn, np.fmax(high, view.x), high)
 
-        state["run_length"][slots, :m] = run
-        state["last_value"][slots, :m] = np.where(view.present, view.x, last)
+@numba.njit(cache=True, nogil=True)
+def _learn_kernel(
+    slots, x, count, learn, last_value, run_length, max_run, repeat_rate, resolution, integral,
+    value_low, value_high, routine_stuck, min_run, routine_episodes, alpha_floor,
+):
+    n, m = x.shape
+    for row in range(n):
+        slot = slots[row]
+        for column in range(m):
+            value = x[row, column]
+            if np.isnan(value):
+                continue
+            last = last_value[slot, column]
+            previous_run = run_length[slot, column]
+            same = value == last
+            run = previous_run + 1 if same else 1
+            if learn[row, column]:
+                # A run that ended on a learnable value becomes part of normal
+                # behaviour, unless it was long enough to be flagged as stuck:
+                # such runs count as routine only after `routine_episodes` of them.
+                if not same and previous_run >= 2:
+                    longest = max_run[slot, column]
+                    was_stuck = previous_run >= min_run and previous_run > 2 * longest
+                    episodes = routine_stuck[slot, column] + (1 if was_stuck else 0)
+                    routine_stuck[slot, column] = min(episodes, 255)
+                    if not was_stuck or episodes >= routine_episodes:
+                        max_run[slot, column] = max(longest, previous_run)
+                if not np.isnan(last):
+                    alpha = np.float32(max(1.0 / (count[row, column] + 1.0), alpha_floor))
+                    repeat_rate[slot, column] = (np.float32(1.0) - alpha) * repeat_rate[slot, column] + alpha * np.float32(1.0 if same else 0.0)
+                    step = abs(value - last)
+                    if not same and np.isfinite(step) and step > 0 and step < resolution[slot, column]:
+                        resolution[slot, column] = step
+                if value != np.round(value):
+                    integral[slot, column] = False
+                if value < value_low[slot, column]:
+                    value_low[slot, column] = value
+                if value > value_high[slot, column]:
+                    value_high[slot, column] = value
+            run_length[slot, column] = run
+            last_value[slot, column] = value

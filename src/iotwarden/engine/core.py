@@ -28,13 +28,14 @@ from iotwarden.decisions.suppression import Suppression
 from iotwarden.decisions.calibration import MAX_SURPRISE, bonferroni, zero_nan
 from iotwarden.decisions import explain
 from iotwarden.detectors.base import DetectorScore, RoundView
-from iotwarden.detectors.baseline import BaselineDetector, ewm_alpha, predictive_scale
+from iotwarden.detectors.baseline import BaselineDetector, ewm_alpha, ewm_floor, gather_baselines
 from iotwarden.detectors.correlation import CorrelationDetector
 from iotwarden.detectors.drift import DriftDetector
 from iotwarden.detectors.liveness import RATE_METRIC_FLOORS, RATE_METRICS, LivenessTracker
 from iotwarden.detectors.stuck import StuckDetector
 from iotwarden.engine.config import EngineConfig
 from iotwarden.engine.counters import CounterEvent, CounterTracker
+from iotwarden.engine.kernels import apply_transitions, channel_transitions, decide_round, drop_routine, summarise_rows, track_blocked
 from iotwarden.engine.state import ArraySpec, ShardState
 from iotwarden.errors import IotwardenError
 from iotwarden.observation import Observation, format_time
@@ -49,6 +50,10 @@ _METRIC_CHANNELS = ("spike", "drift", "stuck", "range")
 _COHORT_MAX_WEIGHT = 10_000.0  # cohort statistics forget like an average of this many values
 _MAX_LEARNABLE_MAGNITUDE = 1e150
 _ROUTINE_MARGIN = 0.2
+_SLOT_BITS = 32
+_SLOT_MASK = (1 << _SLOT_BITS) - 1
+# Stands in for the direction array of a round in which nothing opens.
+_NO_DIRECTION = np.zeros((0, 0), dtype=np.int8)
 _DRIFT_HOLD = 1.3
 _COHORT_ARRAYS = (
     "cohort_weight", "cohort_mean", "cohort_m2", "cohort_devices",
@@ -131,6 +136,8 @@ class Engine:
         self.shards = [ShardState(specs, pair_skip=n_derived) for _ in range(self.config.shards)]
         self.shard_devices: list[list[str]] = [[] for _ in self.shards]
         self.device_index: dict[str, tuple[int, int]] = {}
+        # The same as one integer, shard << _SLOT_BITS | slot, for fast lookups of whole batches.
+        self.device_codes: dict[str, int] = {}
 
         self.metric_names: list[str] = []
         self.metric_index: dict[str, int] = {}
@@ -213,6 +220,19 @@ class Engine:
             new[: old.shape[0], : old.shape[1]] = old
             setattr(self, name, new)
 
+    def _locate(self, devices: Sequence[str], attributes: Sequence[dict[str, str]] | None) -> tuple[np.ndarray, np.ndarray]:
+        """Return the shard and slot of every device, adding new devices."""
+        codes = self.device_codes
+        try:
+            located = np.fromiter(map(codes.__getitem__, devices), dtype=np.int64, count=len(devices))
+        except KeyError:
+            empty: dict[str, str] = {}
+            for i, device in enumerate(devices):
+                if device not in codes:
+                    self._device(device, attributes[i] if attributes else empty)
+            located = np.fromiter(map(codes.__getitem__, devices), dtype=np.int64, count=len(devices))
+        return (located >> _SLOT_BITS).astype(np.intp), (located & _SLOT_MASK).astype(np.intp)
+
     def _device(self, device: str, attributes: dict[str, str]) -> tuple[int, int]:
         entry = self.device_index.get(device)
         if entry is not None:
@@ -230,6 +250,7 @@ class Engine:
         self.shard_devices[shard_number].append(device)
         entry = (shard_number, slot)
         self.device_index[device] = entry
+        self.device_codes[device] = shard_number << _SLOT_BITS | slot
         return entry
 
     # Input ------------------------------------------------------------------
@@ -285,14 +306,7 @@ class Engine:
         n = len(devices)
         self.book.start_batch()
         columns = [self._metric(name) for name in metric_names]
-        known = self.device_index
-        entries = [known.get(device) for device in devices]
-        empty: dict[str, str] = {}
-        for i, entry in enumerate(entries):
-            if entry is None:
-                entries[i] = self._device(devices[i], attributes[i] if attributes else empty)
-        located = np.array(entries, dtype=np.intp).reshape(n, 2)
-        shard_of, slot_of = located[:, 0].copy(), located[:, 1].copy()
+        shard_of, slot_of = self._locate(devices, attributes)
         matrix = np.full((n, self.n_metrics), np.nan)
         matrix[:, columns] = values
         return self._process(shard_of, slot_of, np.asarray(times, dtype=np.float64), matrix, None)
@@ -389,25 +403,16 @@ class Engine:
         drift = self.drift.score(shard, view)
         stuck = self.stuck.score(shard, view)
         multivariate = self.correlation.score(shard, view)
-        out_of_range = view.present & ((view.x < self.limit_low[:m]) | (view.x > self.limit_high[:m]))
-
-        tests = np.maximum(view.present.sum(axis=1), 1)[:, None]
-        spike_score = bonferroni(spike.surprise, tests)
-        drift_score = bonferroni(drift.surprise, tests)
-        stuck_score = bonferroni(stuck.surprise, tests)
-        range_score = np.where(out_of_range, MAX_SURPRISE, 0.0)
 
         # Flagged points stay out of the baselines; drift only freezes the slow one.
-        threshold = config.learn_threshold
-        flag_value = (spike.surprise >= threshold) | out_of_range
-        # Magnitudes beyond 1e150 would overflow when squared; they are scored
-        # but never learned, even during warm-up.
-        learnable = view.present & (np.abs(zero_nan(view.x)) < _MAX_LEARNABLE_MAGNITUDE)
-        learn = learnable & ~flag_value & (stuck.surprise < threshold)
         # The slow baseline freezes at the first hint of drift (p < 0.05), well
         # before an alert, so a ramp cannot drag it or widen its spread.
-        hold_slow = drift.surprise >= _DRIFT_HOLD
-        blocked = view.present & view.own_ready & (flag_value | hold_slow)
+        threshold = config.learn_threshold
+        penalty = np.log10(np.maximum(view.present.sum(axis=1), 1).astype(np.float64))
+        spike_score, drift_score, stuck_score, range_score, learn, hold_slow, blocked = decide_round(
+            view.x, view.own_ready, spike.surprise, drift.surprise, stuck.surprise, penalty,
+            self.limit_low[:m], self.limit_high[:m], threshold, _DRIFT_HOLD, _MAX_LEARNABLE_MAGNITUDE, MAX_SURPRISE,
+        )
         adopt = self._track_blocked(shard, view, learn, blocked)
         view.hold_slow = hold_slow
 
@@ -426,29 +431,22 @@ class Engine:
         if adopt.any():
             self._adopt(number, shard, view, adopt)
 
-        row_score = np.maximum.reduce(
-            [spike_score.max(axis=1), drift_score.max(axis=1), stuck_score.max(axis=1), range_score.max(axis=1), multivariate.surprise[:, 0]]
+        row_score, row_ready, row_flagged = summarise_rows(
+            slots, spike_score, drift_score, stuck_score, range_score, multivariate.surprise, spike.ready, multivariate.ready,
+            shard["open_multivariate"], shard["open_spike"], shard["open_drift"], shard["open_stuck"], shard["open_range"], shard["silent"],
         )
         out_score[rows] = row_score
-        out_ready[rows] = spike.ready.any(axis=1) | multivariate.ready[:, 0] | out_of_range.any(axis=1)
-        open_any = shard["open_multivariate"][slots] != 0
-        for channel in _METRIC_CHANNELS:
-            open_any |= (shard[f"open_{channel}"][slots, :m] != 0).any(axis=1)
-        out_flagged[rows] = open_any | shard["silent"][slots]
+        out_ready[rows] = row_ready
+        out_flagged[rows] = row_flagged
 
     def _view(self, shard: ShardState, slots: np.ndarray, rows: np.ndarray, times: np.ndarray, x: np.ndarray) -> RoundView:
         config = self.config
         m = x.shape[1]
-        count = shard["count"][slots, :m]
-        mean_fast = shard["mean_fast"][slots, :m]
-        mean_slow = shard["mean_slow"][slots, :m]
-        # A whole-number metric that never changed (a count of rare events)
-        # has a resolution of one unit.
-        resolution = shard["resolution"][slots, :m].astype(np.float64)
-        resolution = np.where(np.isinf(resolution) & shard["integral"][slots, :m] & (count > 0), 1.0, resolution)
-        resolution = np.where(np.isinf(resolution), self.scale_floor[:m], np.maximum(resolution, self.scale_floor[:m]))
-        scale_fast = predictive_scale(shard["var_fast"][slots, :m], count, mean_fast, resolution, config.fast_halflife, config)
-        scale_slow = predictive_scale(shard["var_slow"][slots, :m], count, mean_slow, resolution, config.slow_halflife, config)
+        count, mean_fast, scale_fast, mean_slow, scale_slow = gather_baselines(
+            slots, m, shard["count"], shard["mean_fast"], shard["var_fast"], shard["mean_slow"], shard["var_slow"],
+            shard["resolution"], shard["integral"], self.scale_floor,
+            ewm_floor(config.fast_halflife), ewm_floor(config.slow_halflife), config.absolute_floor, config.relative_floor,
+        )
 
         cohorts = shard["cohort"][slots]
         c_weight, c_mean, c_scale, c_ready = self._cohort_tables(m)
@@ -524,35 +522,12 @@ class Engine:
 
     def _track_blocked(self, shard: ShardState, view: RoundView, learn: np.ndarray, blocked: np.ndarray) -> np.ndarray:
         """Follow values kept out of the baseline; return cells to adopt."""
-        slots, m = view.slots, view.n_metrics
-        since = shard["blocked_since"][slots, :m]
-        mean = shard["shadow_mean"][slots, :m]
-        var = shard["shadow_var"][slots, :m]
-        count = shard["shadow_count"][slots, :m].astype(np.float64)
-        times = view.times[:, None]
-
-        starting = blocked & np.isnan(since)
-        continuing = blocked & ~starting
-        x = np.where(blocked, view.x, 0.0)
-        alpha = ewm_alpha(count, self.config.fast_halflife)
-        with np.errstate(over="ignore", invalid="ignore"):
-            delta = x - mean
-            new_mean = mean + alpha * delta
-            new_var = (1.0 - alpha) * (var + alpha * delta * delta)
-        broken = ~np.isfinite(new_mean) | ~np.isfinite(new_var)
-        new_mean = np.where(broken, x, new_mean)
-        new_var = np.where(broken, 0.0, new_var)
-
-        shard["shadow_mean"][slots, :m] = np.where(starting, x, np.where(continuing, new_mean, mean))
-        shard["shadow_var"][slots, :m] = np.where(starting, 0.0, np.where(continuing, new_var, var))
-        shard["shadow_count"][slots, :m] = np.where(starting, 1.0, np.where(continuing, count + 1.0, count))
-        # A learnable value ends the episode only where nothing is blocked: while
-        # drift holds the slow baseline, the fast one still learns.
-        since = np.where(starting, times, np.where(learn & ~blocked, np.nan, since))
-        shard["blocked_since"][slots, :m] = since
-        settled = np.isfinite(shard["shadow_mean"][slots, :m]) & np.isfinite(shard["shadow_var"][slots, :m])
-        long_enough = (times - since >= self.config.adopt_after) | (count >= self.config.adopt_after_count)
-        return continuing & long_enough & (count >= 3) & settled
+        config = self.config
+        return track_blocked(
+            view.slots, view.times, view.x, learn, blocked,
+            shard["blocked_since"], shard["shadow_mean"], shard["shadow_var"], shard["shadow_count"],
+            ewm_floor(config.fast_halflife), config.adopt_after, config.adopt_after_count,
+        )
 
     def _adopt(self, number: int, shard: ShardState, view: RoundView, adopt: np.ndarray) -> None:
         """Accept a lasting new level as normal and close its alerts."""
@@ -598,67 +573,56 @@ class Engine:
         score: DetectorScore | None,
     ) -> None:
         config = self.config
-        slots, m = view.slots, view.n_metrics
-        open_state = shard[f"open_{channel}"][slots, :m]
-        quiet = shard[f"quiet_{channel}"][slots, :m]
-        is_open = open_state != 0
-        opening = ~is_open & (corrected >= config.open_threshold)
-        if not opening.any() and not is_open.any():
+        m = view.n_metrics
+        open_state = shard[f"open_{channel}"]
+        quiet_state = shard[f"quiet_{channel}"]
+        opening, closing, peaking, quiet, active = channel_transitions(
+            view.slots, view.x, corrected, raw, open_state, quiet_state, config.open_threshold, config.learn_threshold, config.close_after
+        )
+        if not active:
             return
-        staying = is_open & view.present & (raw >= config.learn_threshold)
-        calm = is_open & view.present & ~staying
-        quiet = np.where(staying | opening, 0, np.where(calm, np.minimum(quiet.astype(np.int32) + 1, 255), quiet))
-        closing = calm & (quiet >= config.close_after)
 
-        direction = score.direction if score is not None and score.direction is not None else np.sign(zero_nan(view.x - self.limit_low[:m]))
-        if channel == "spike" and opening.any():
-            opening &= ~self._routine(shard, view, direction)
-        if channel == "drift" and opening.any():
-            # Drift that has come and gone routine_after times (seasons, coverage)
-            # is routine up to a fifth above the strongest such episode.
-            slots_m = (view.slots, slice(0, m))
-            routine = (shard["routine_drift"][slots_m] >= config.routine_episodes) & (
-                corrected <= (1.0 + _ROUTINE_MARGIN) * shard["routine_drift_peak"][slots_m]
-            )
-            opening &= ~routine
+        direction = _NO_DIRECTION
+        if opening.any():
+            if score is not None and score.direction is not None:
+                direction = score.direction
+            else:
+                direction = np.sign(zero_nan(view.x - self.limit_low[:m])).astype(np.int8)
+            if channel == "spike":
+                self._drop_routine(shard, view, direction, opening)
+            elif channel == "drift":
+                # Drift that has come and gone routine_after times (seasons, coverage)
+                # is routine up to a fifth above the strongest such episode.
+                slots_m = (view.slots, slice(0, m))
+                routine = (shard["routine_drift"][slots_m] >= config.routine_episodes) & (
+                    corrected <= (1.0 + _ROUTINE_MARGIN) * shard["routine_drift_peak"][slots_m]
+                )
+                opening &= ~routine
 
-        if opening.any() or closing.any() or (is_open & (corrected >= config.open_threshold)).any():
-            for row, column in zip(*np.nonzero(opening)):
-                self._open_metric_alert(number, view, channel, int(row), int(column), corrected, score)
-            for row, column in zip(*np.nonzero(is_open & (corrected >= config.open_threshold))):
-                key = (number, int(view.slots[row]), channel, int(column))
-                self.book.raise_peak(key, float(corrected[row, column]), self._contribution(view, int(row), int(column), corrected, score))
-            for row, column in zip(*np.nonzero(closing)):
-                slot = int(view.slots[row])
-                closed = self.book.close((number, slot, channel, int(column)), float(view.times[row]), "returned to normal")
-                if closed is not None and channel == "spike":
-                    self._remember_routine(shard, slot, int(column), int(open_state[row, column]), closed)
-                elif closed is not None and channel == "drift":
-                    self._remember_drift(shard, slot, int(column), closed)
+        for row, column in zip(*np.nonzero(opening)):
+            self._open_metric_alert(number, view, channel, int(row), int(column), corrected, score)
+        for row, column in zip(*np.nonzero(peaking)):
+            key = (number, int(view.slots[row]), channel, int(column))
+            self.book.raise_peak(key, float(corrected[row, column]), self._contribution(view, int(row), int(column), corrected, score))
+        for row, column in zip(*np.nonzero(closing)):
+            slot = int(view.slots[row])
+            closed = self.book.close((number, slot, channel, int(column)), float(view.times[row]), "returned to normal")
+            if closed is not None and channel == "spike":
+                self._remember_routine(shard, slot, int(column), int(open_state[slot, column]), closed)
+            elif closed is not None and channel == "drift":
+                self._remember_drift(shard, slot, int(column), closed)
 
-        new_state = np.where(opening, np.where(direction == 0, 1, direction), np.where(closing, 0, open_state))
-        shard[f"open_{channel}"][slots, :m] = new_state
-        shard[f"quiet_{channel}"][slots, :m] = np.where(closing, 0, quiet)
+        apply_transitions(view.slots, opening, closing, direction, quiet, open_state, quiet_state)
 
-    def _routine(self, shard: ShardState, view: RoundView, direction: np.ndarray) -> np.ndarray:
-        """Cells whose excursion is no larger than routine ones seen before."""
-        slots, m = view.slots, view.n_metrics
-        enough = self.config.routine_episodes
+    def _drop_routine(self, shard: ShardState, view: RoundView, direction: np.ndarray, opening: np.ndarray) -> None:
+        """Clear opening cells whose excursion is no larger than routine ones seen before."""
         # A fifth more than the largest routine excursion still counts as routine.
-        high = shard["routine_high"][slots, :m]
-        low = shard["routine_low"][slots, :m]
-        high = high + _ROUTINE_MARGIN * np.maximum(high - view.mean_slow, 0.0)
-        low = low - _ROUTINE_MARGIN * np.maximum(view.mean_slow - low, 0.0)
-        up = (direction > 0) & (shard["routine_up"][slots, :m] >= enough) & (view.x <= high)
-        down = (direction < 0) & (shard["routine_down"][slots, :m] >= enough) & (view.x >= low)
-
-        cohorts = shard["cohort"][slots]
-        needed = np.maximum(_COHORT_ROUTINE_SHARE * self.cohort_devices[cohorts, :m], _COHORT_ROUTINE_MIN)
-        excursion = view.x - view.mean_slow
-        margin = 1.0 + _ROUTINE_MARGIN
-        up |= (direction > 0) & (self.cohort_routine_up[cohorts, :m] >= needed) & (excursion <= margin * self.cohort_excursion_up[cohorts, :m])
-        down |= (direction < 0) & (self.cohort_routine_down[cohorts, :m] >= needed) & (-excursion <= margin * self.cohort_excursion_down[cohorts, :m])
-        return up | down
+        drop_routine(
+            opening, view.slots, shard["cohort"], view.x, view.mean_slow, direction,
+            shard["routine_high"], shard["routine_low"], shard["routine_up"], shard["routine_down"],
+            self.cohort_devices, self.cohort_routine_up, self.cohort_routine_down, self.cohort_excursion_up, self.cohort_excursion_down,
+            self.config.routine_episodes, _ROUTINE_MARGIN, _COHORT_ROUTINE_SHARE, float(_COHORT_ROUTINE_MIN),
+        )
 
     def _remember_routine(self, shard: ShardState, slot: int, column: int, direction: int, alert: Alert) -> None:
         """Count a closed spike or dip episode and widen the routine range to its peak."""
@@ -939,6 +903,7 @@ class Engine:
             engine.shard_devices[number] = list(devices)
             for slot, device in enumerate(devices):
                 engine.device_index[device] = (number, slot)
+                engine.device_codes[device] = number << _SLOT_BITS | slot
         k = len(engine.cohort_names)
         engine._ensure_cohort_capacity(k, m)
         for name in _COHORT_ARRAYS:
