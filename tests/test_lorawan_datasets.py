@@ -14,6 +14,8 @@ from iotwarden.engine import Engine, EngineConfig
 from iotwarden.observation import Observation, Rejection
 from iotwarden.pipeline import Replay
 from iotwarden.sources.formats import read_format
+from iotwarden.sources.lorawan import LorawanMonitor, MonitorConfig, decode_event
+from iotwarden.sources.payload import decode_json_object
 
 pytest.importorskip("dpkt", reason="semtech-pcap needs dpkt (pip install 'dpkt>=1.9.8')")
 
@@ -157,3 +159,30 @@ def test_campusiot_alerts_per_device_day(datasets_dir: Path) -> None:
     # Measured 0.65 with the engine of this revision; the bound catches a regression, not noise.
     assert rate < 0.8
     assert len(lorawan) <= 10
+    assert [alert for alert in lorawan if alert.category == "jamming"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("min_devices", [3, 2])
+def test_campusiot_merged_no_jamming(datasets_dir: Path, min_devices: int) -> None:
+    """All CampusIoT files in one time-ordered stream, so gateways that hear several devices see all of them.
+
+    No gateway here usually hears more than two fixed devices, because the two Wyres sensors share
+    two gateways and the field-test devices move. So the run with ``jamming_min_devices=2`` is the
+    one that can fail. It fails when both Wyres sensors degrade at one gateway within the hour.
+    """
+    events = []
+    for path in itertools.chain.from_iterable(_campusiot_groups(datasets_dir).values()):
+        with gzip.open(path, "rb") as stream:
+            for number, raw in enumerate(stream, start=1):
+                event = decode_event(None, decode_json_object(raw)) if raw.strip() else None
+                if event is not None:
+                    events.append((event.time, len(events), path, number, event))
+    events.sort(key=lambda entry: entry[:2])
+    monitor = LorawanMonitor(MonitorConfig(jamming_min_devices=min_devices))
+    items: list[Any] = []
+    for _, _, path, number, event in events:
+        items.extend(monitor.push(event, source=path, line=number))
+    items.extend(monitor.finish())
+    assert sum(isinstance(item, Observation) for item in items) > 60000
+    assert [alert.explanation for alert in rule_alerts(items) if alert.category == "jamming"] == []

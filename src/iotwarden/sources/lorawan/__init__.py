@@ -4,8 +4,8 @@
   Helium event (an MQTT message or a JSON line).
 * :class:`LorawanMonitor` keeps per-device state. It collapses copies of a
   frame heard by several gateways, accounts frame counters and turns each
-  uplink into an observation. Its rules raise replay, counter, join-flood
-  and gateway-change alerts.
+  uplink into an observation. Its rules raise replay, counter, join-flood,
+  gateway-change and jamming alerts.
 * :mod:`~iotwarden.sources.lorawan.semtech` reads Semtech UDP packet
   forwarder captures; :mod:`~iotwarden.sources.lorawan.frames` decodes
   LoRaWAN 1.0.x PHYPayloads.

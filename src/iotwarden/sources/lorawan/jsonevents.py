@@ -31,7 +31,7 @@ DIALECTS: dict[str, frozenset[str]] = {
     "helium": frozenset({"helium"}),
 }
 _FORMAT_OF_DIALECT = {"chirpstack-v3": "chirpstack", "chirpstack-v4": "chirpstack", "tts": "tts", "helium": "helium"}
-_EXPIRE_EVERY = 256  # events between checks for finished episodes
+_EXPIRE_EVERY = 256  # events between checks for finished episodes and gateways to evaluate
 
 
 def parse_event(
@@ -111,7 +111,7 @@ def read_event_lines(
                     yield from items
                     count += 1
                     if count % _EXPIRE_EVERY == 0:
-                        yield from monitor.episodes.expire(monitor.clock)
+                        yield from monitor.expire(monitor.clock)
             except (OSError, EOFError) as exc:
                 raise IotwardenError(f"{source}: failed to read the file: {exc}") from exc
         if rejected:

@@ -49,6 +49,13 @@ gateways were up (they forwarded other frames within
 ``gateway_up_window``), with a best RSSI at least ``gateway_change_db`` dB
 from its usual level: the device moved, or another transmitter uses its
 identity.
+
+Gateway rule ``jamming`` (:mod:`~iotwarden.sources.lorawan.jamming`): within
+``jamming_window``, at least ``jamming_min_devices`` of the fixed devices a
+gateway usually hears, and at least ``jamming_min_share`` of them, arrive
+with a much lower SNR at a level RSSI, or lose frames at that gateway, each
+compared with its own usual link there. That is a raised noise floor: a
+jammer or a new interferer near the gateway.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from iotwarden.errors import InvalidConfigError
 from iotwarden.observation import FieldIssue, Observation
 from iotwarden.sources.lorawan.episodes import SEVERITY_SCORES, EpisodeBook, describe_duration
 from iotwarden.sources.lorawan.events import EventKind, LorawanEvent, Reception
+from iotwarden.sources.lorawan.jamming import JammingWatch
 from iotwarden.sources.payload import MetricValueError, ValuePolicy, flatten
 
 __all__ = ["LINK_METRICS", "LorawanMonitor", "MonitorConfig"]
@@ -127,6 +135,35 @@ class MonitorConfig:
         gateway_up_window: A gateway that forwarded any frame within this
             is taken to be up.
         loss_halflife: Half-life of ``lora.loss_rate``, in uplinks.
+        jamming_window: Seconds of uplinks over which each device's link at
+            a gateway is compared with its usual link there (``jamming``).
+        jamming_min_devices: Degraded devices at one gateway, at least, for
+            ``jamming``. Fewer is a device problem.
+        jamming_min_share: Share of the judged devices at a gateway that must
+            be degraded. Judged are the devices the gateway usually hears
+            that sent ``jamming_min_frames`` frames or more in the window.
+        jamming_snr_drop_db: Smallest median SNR drop, in dB, of a degraded
+            device.
+        jamming_snr_spread: The SNR drop must also reach this many standard
+            deviations of the device's own SNR at the gateway.
+        jamming_rssi_tolerance_db: Largest median RSSI fall, in dB, of a
+            device whose SNR drop counts: a raised noise floor leaves RSSI
+            level, fading lowers both.
+        jamming_loss_increase: Rise of the share of a device's frames that
+            the gateway missed, over its usual share, that makes the device
+            degraded.
+        jamming_loss_probability: The device's misses must also be this
+            unlikely, or less, by chance at its usual miss share (binomial
+            tail probability).
+        jamming_min_frames: Frames of a device in the window, at least, for
+            the device to be judged. Devices with fewer count neither way.
+        jamming_baseline_receptions: Receptions of a device at a gateway
+            before its usual SNR and RSSI there are trusted.
+        jamming_gateway_silence: A frame counts as missed by a gateway only
+            when the gateway forwarded a frame of another device within this
+            many seconds of it. Otherwise the gateway was down.
+        jamming_adopt_after: Seconds after which a device's degraded link
+            at a gateway is learned as its new usual link.
         episode_gap: Findings of one rule on one device closer than this
             form one alert.
         decoded_metrics: Turn numeric decoded payload fields into metrics.
@@ -144,18 +181,44 @@ class MonitorConfig:
     gateway_change_db: float = 20.0
     gateway_up_window: float = 3600.0
     loss_halflife: float = 32.0
+    jamming_window: float = 3600.0
+    jamming_min_devices: int = 3
+    jamming_min_share: float = 0.5
+    jamming_snr_drop_db: float = 6.0
+    jamming_snr_spread: float = 3.0
+    jamming_rssi_tolerance_db: float = 3.0
+    jamming_loss_increase: float = 0.3
+    jamming_loss_probability: float = 0.001
+    jamming_min_frames: int = 3
+    jamming_baseline_receptions: int = 20
+    jamming_gateway_silence: float = 600.0
+    jamming_adopt_after: float = 6 * 3600.0
     episode_gap: float = 3600.0
     decoded_metrics: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("merge_window", "duplicate_window", "retransmission_window", "join_flood_window", "episode_gap"):
+        for name in (
+            "merge_window", "duplicate_window", "retransmission_window", "join_flood_window", "episode_gap",
+            "jamming_gateway_silence", "jamming_adopt_after",
+        ):
             if not getattr(self, name) >= 0:
                 raise InvalidConfigError(f"invalid {name} {getattr(self, name)!r}: expected seconds >= 0")
-        for name in ("join_flood_count", "gateway_join_devices", "gateway_change_min_uplinks", "max_fcnt_gap"):
+        for name in ("jamming_snr_drop_db", "jamming_snr_spread", "jamming_rssi_tolerance_db"):
+            if not getattr(self, name) >= 0:
+                raise InvalidConfigError(f"invalid {name} {getattr(self, name)!r}: expected a number >= 0")
+        for name in (
+            "join_flood_count", "gateway_join_devices", "gateway_change_min_uplinks", "max_fcnt_gap",
+            "jamming_min_devices", "jamming_min_frames", "jamming_baseline_receptions",
+        ):
             if not getattr(self, name) >= 1:
                 raise InvalidConfigError(f"invalid {name} {getattr(self, name)!r}: expected an integer >= 1")
         if not self.loss_halflife > 0:
             raise InvalidConfigError(f"invalid loss_halflife {self.loss_halflife!r}: expected a number of uplinks > 0")
+        if not self.jamming_window > 0:
+            raise InvalidConfigError(f"invalid jamming_window {self.jamming_window!r}: expected seconds > 0")
+        for name in ("jamming_min_share", "jamming_loss_increase", "jamming_loss_probability"):
+            if not 0 < getattr(self, name) <= 1:
+                raise InvalidConfigError(f"invalid {name} {getattr(self, name)!r}: expected a share in (0, 1]")
 
 
 @dataclass(slots=True)
@@ -209,6 +272,7 @@ class LorawanMonitor:
         self.policy = policy or ValuePolicy()
         self.devices: dict[str, _Device] = {}
         self.episodes = EpisodeBook(self.config.episode_gap)
+        self.jamming = JammingWatch(self.config, self.episodes)
         self.clock = -math.inf
         self._due: list[tuple[float, int, str]] = []
         self._sequence = 0
@@ -244,10 +308,10 @@ class LorawanMonitor:
         return items
 
     def expire(self, clock: float) -> list[Item]:
-        """Advance the clock to ``clock``: release held uplinks and finished episodes."""
+        """Advance the clock to ``clock``: release held uplinks, evaluate waiting gateways, release finished episodes."""
         if clock > self.clock:
             self.clock = clock
-        return [*self._release_due(), *self.episodes.expire(self.clock)]
+        return [*self._release_due(), *self.jamming.expire(self.clock), *self.episodes.expire(self.clock)]
 
     def finish(self) -> list[Item]:
         """Release every held uplink and finish every episode (end of input)."""
@@ -255,6 +319,7 @@ class LorawanMonitor:
         held = [(device.pending.event.time, name) for name, device in self.devices.items() if device.pending is not None]
         for _, name in sorted(held):
             items.extend(self._commit(name, self.devices[name]))
+        items.extend(self.jamming.finish())
         items.extend(self.episodes.finish())
         return items
 
@@ -467,10 +532,14 @@ class LorawanMonitor:
             device.loss_lost = device.loss_lost * self._loss_decay + pending.lost
         # Seconds per frame-counter step: the device's transmit period, which lost frames do not stretch.
         interval = None
-        if pending.lost is not None and device.last_uplink_time is not None:
-            interval = (event.time - device.last_uplink_time) / (pending.lost + 1)
-        device.last_uplink_time = event.time if device.last_uplink_time is None else max(device.last_uplink_time, event.time)
+        previous = device.last_uplink_time
+        if pending.lost is not None and previous is not None:
+            interval = (event.time - previous) / (pending.lost + 1)
+        device.last_uplink_time = event.time if previous is None else max(previous, event.time)
         items.extend(self._gateway_change(name, device, event, receptions, pending))
+        if not device.mobile:
+            # A mobile device's link changes with its position, so it is no evidence of a gateway's noise.
+            items.extend(self.jamming.observe(name, event.time, receptions, pending.lost, previous, pending.source, pending.line))
 
         if not event.mac_only:
             _link_metrics(metrics, receptions, event)
