@@ -17,6 +17,7 @@ from iotwarden.api.history import ObservationRecorder  # noqa: E402
 from iotwarden.api.tokens import TokenTable  # noqa: E402
 from iotwarden.engine import Engine, EngineConfig  # noqa: E402
 from iotwarden.ledger import ledger_key_path  # noqa: E402
+from iotwarden.observation import Observation  # noqa: E402
 from iotwarden.pipeline import Replay  # noqa: E402
 from iotwarden.simulate import simulate_fleet  # noqa: E402
 from iotwarden.store import AlertStore  # noqa: E402
@@ -339,3 +340,26 @@ def test_console_served_with_csp(client) -> None:
     assert response.status_code == 200
     assert "script-src 'self'" in response.headers["content-security-policy"]
     assert test_client.get("/console/app.js").status_code == 200
+
+
+def test_device_id_with_slash(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.db"
+    device = "site-a/pump-1"
+    observations = [Observation(device, 60.0 * i, {"flow": 10.0 + (i % 5) * 0.1}) for i in range(200)]
+    observations.append(Observation(device, 60.0 * 200, {"flow": 500.0}))
+    with AlertStore(path) as store:
+        Replay(Engine(EngineConfig()), store=store).run(observations)
+    secrets = make_tokens(path)
+    headers = {"Authorization": f"Bearer {secrets['viewer']}"}
+    app = create_app(path, poll_interval=0.2)
+    with TestClient(app) as test_client:
+        listed = test_client.get("/api/devices", headers=headers).json()["items"]
+        assert [item["device"] for item in listed] == [device]
+        encoded = "site-a%2Fpump-1"
+        detail = test_client.get(f"/api/devices/{encoded}", headers=headers)
+        assert detail.status_code == 200
+        assert detail.json()["device"] == device
+        series = test_client.get(f"/api/devices/{encoded}/series", headers=headers)
+        assert series.status_code == 200
+        assert test_client.get("/api/devices/site-a%2Fnope", headers=headers).status_code == 404
+    app.state.backend.close()

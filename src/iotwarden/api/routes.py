@@ -183,17 +183,20 @@ def list_devices(request: Request, token: Viewer, limit: Limit = 1000, offset: O
     return {"total": len(devices), "items": devices[offset : offset + limit]}
 
 
-@router.get("/devices/{device}", tags=["devices"], summary="One device: risk, learned baseline per metric (with --state), actions")
-def get_device(request: Request, device: str, token: Viewer) -> dict[str, Any]:
-    return backend(request).device(device)
-
-
-@router.get("/devices/{device}/series", tags=["devices"], summary="Recorded observations with the baseline band, and alert markers")
+# Device ids may contain "/" (MQTT topic levels, site/device names), so the
+# id is a path parameter, and the series route comes first to claim the
+# "/series" suffix.
+@router.get("/devices/{device:path}/series", tags=["devices"], summary="Recorded observations with the baseline band, and alert markers")
 def device_series(
     request: Request, device: str, token: Viewer, since: TimeQuery = None, until: TimeQuery = None,
     limit: Annotated[int, Query(ge=1, le=50000)] = 5000,
 ) -> dict[str, Any]:
     return backend(request).device_series(device, since=_time(since, "since"), until=_time(until, "until"), limit=limit)
+
+
+@router.get("/devices/{device:path}", tags=["devices"], summary="One device: risk, learned baseline per metric (with --state), actions")
+def get_device(request: Request, device: str, token: Viewer) -> dict[str, Any]:
+    return backend(request).device(device)
 
 
 # Actions -----------------------------------------------------------------------------------
