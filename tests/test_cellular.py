@@ -13,8 +13,9 @@ from iotwarden.errors import InvalidConfigError
 from iotwarden.observation import Observation, Rejection
 from iotwarden.pipeline import Replay
 from iotwarden.simulate.sim_records import SIM_INCIDENTS, simulate_sim_records, write_sim_csv
-from iotwarden.sources.cellular import SimWatcher, read_sim_records
+from iotwarden.sources.cellular import SimRecord, SimWatcher, read_sim_records
 from iotwarden.sources.formats import read_format
+from iotwarden.sources.timeparse import TimeParser
 
 HEADER = "iccid,imsi,imei,msisdn,session_start,session_end,bytes_up,bytes_down,cell_id,tac,radio_type,apn,visited_network\n"
 
@@ -82,8 +83,6 @@ def test_missing_iccid_column(tmp_path: Path) -> None:
 
 def test_session_storm_counts_sessions() -> None:
     watcher = SimWatcher()
-    from iotwarden.sources.cellular import SimRecord
-
     last = None
     for i in range(20):
         last = watcher.process(SimRecord("89", 1000.0 + 30 * i))[-1]
@@ -105,3 +104,79 @@ def test_simulated_fleet_incidents_detected(tmp_path: Path) -> None:
     spiked = {a.device for a in alerts if a.category in ("spike", "drift")}
     assert victims["usage_spike"] in spiked
     assert victims["session_storm"] in spiked
+    odd = [a for a in alerts if a.category == "odd_hours"]
+    assert [a.device for a in odd].count(victims["odd_hours"]) == 1
+    # A session storm at hours its SIM never uses is odd-hours usage too. SIMs without incidents stay quiet.
+    assert {a.device for a in odd} <= {victims["odd_hours"], victims["session_storm"]}
+
+
+DAY = 86400.0
+MONDAY = 1709510400.0  # 2024-03-04T00:00:00Z
+
+
+def odd_hours_alerts(watcher: SimWatcher, iccid: str, starts: list[float]) -> list[Alert]:
+    alerts: list[Alert] = []
+    for start in starts:
+        alerts.extend(i for i in watcher.process(SimRecord(iccid, start)) if isinstance(i, Alert) and i.category == "odd_hours")
+    return alerts
+
+
+def daytime_starts(days: int, first_hour: int = 8, last_hour: int = 16) -> list[float]:
+    return [MONDAY + d * DAY + h * 3600.0 + 300.0 for d in range(days) for h in range(first_hour, last_hour + 1)]
+
+
+def test_odd_hours_alerts_once_per_episode() -> None:
+    night = [MONDAY + 3 * DAY + h * 3600.0 + 600.0 for h in (1, 2, 3)]
+    morning = [MONDAY + 3 * DAY + 9 * 3600.0]
+    late_evening = [MONDAY + 3 * DAY + 22 * 3600.0]
+    alerts = odd_hours_alerts(SimWatcher(), "89", daytime_starts(3) + night + morning + late_evening)
+    # The session at 09:00 closes the first episode, so the one at 22:00 opens another.
+    assert [a.time for a in alerts] == [night[0], late_evening[0]]
+    first = alerts[0]
+    assert first.details["hour"] == 1
+    assert first.details["sessions"] == 27
+    assert first.details["days"] == pytest.approx(2.71, abs=0.01)
+    assert first.details["sessions_in_hour"] == 0
+    assert first.details["usual_hours"] == list(range(8, 17))
+    assert "01:00 UTC hour" in first.explanation
+    assert "27 sessions over 2.7 days" in first.explanation
+
+
+def test_odd_hours_walk_from_usual_hours() -> None:
+    # An evening that runs on past the usual last hour alerts once it is far from any usual hour.
+    evening = [MONDAY + 3 * DAY + h * 3600.0 + 300.0 for h in range(17, 23)]
+    alerts = odd_hours_alerts(SimWatcher(), "89", daytime_starts(3) + evening)
+    assert [a.details["hour"] for a in alerts] == [19]
+
+
+def test_odd_hours_quiet_in_first_days() -> None:
+    half_hourly = [MONDAY + 8 * 3600.0 + 1800.0 * i for i in range(18)]
+    starts = half_hourly + [MONDAY + DAY + 2 * 3600.0, MONDAY + DAY + 3 * 3600.0]
+    assert odd_hours_alerts(SimWatcher(), "89", starts) == []
+    assert odd_hours_alerts(SimWatcher(odd_hours_days=0.5), "89", starts)
+
+
+def test_odd_hours_quiet_in_lone_used_hour() -> None:
+    # Hour 15 is used every day although the hours around it are not.
+    starts = sorted(MONDAY + d * DAY + h * 3600.0 + 600.0 for d in range(4) for h in (8, 9, 10, 15))
+    assert odd_hours_alerts(SimWatcher(), "89", [*starts, MONDAY + 4 * DAY + 15.5 * 3600.0]) == []
+
+
+def test_odd_hours_quiet_for_normal_fleet() -> None:
+    for seed in range(3):
+        fleet = simulate_sim_records(100, 72, seed=seed, incidents=())
+        watcher = SimWatcher()
+        alerts = []
+        for record in fleet.records:
+            session = SimRecord(str(record["iccid"]), TimeParser(None).parse(str(record["session_start"])))
+            alerts.extend(i for i in watcher.process(session) if isinstance(i, Alert) and i.category == "odd_hours")
+        round_the_clock = [s for s in watcher.sims.values() if all(s.hours)]
+        assert len(round_the_clock) > 50
+        assert alerts == []
+
+
+def test_odd_hours_settings_checked() -> None:
+    with pytest.raises(InvalidConfigError, match="odd_hours_share"):
+        SimWatcher(odd_hours_share=1.0)
+    with pytest.raises(InvalidConfigError, match="odd_hours_radius"):
+        SimWatcher(odd_hours_radius=0)

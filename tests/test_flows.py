@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import socket
 from pathlib import Path
 
+import dpkt
 import pytest
 
 from iotwarden.decisions.alerts import Alert
 from iotwarden.observation import Observation, Rejection
 from iotwarden.sources.flows import AfterImage, Flow, FlowRules, FlowWindows, InternalHosts, read_flow_csv, read_zeek_conn
 from iotwarden.sources.flows.afterimage import DampedStat
+from iotwarden.sources.flows.mqtt import MqttStreams
 from iotwarden.sources.formats import format_names, read_format
 
 ZEEK_HEADER = (
@@ -171,3 +174,111 @@ def test_zeek_format_ignores_device_and_drops_labels(tmp_path: Path) -> None:
     observations = [i for i in items if isinstance(i, Observation)]
     assert observations
     assert all("label" not in o.metrics and "label" not in o.attributes for o in observations)
+
+
+def publish(topic: bytes, payload: bytes) -> bytes:
+    body = len(topic).to_bytes(2, "big") + topic + payload
+    length = len(body)
+    encoded = bytearray()
+    while True:
+        digit, length = length % 128, length // 128
+        encoded.append(digit | (0x80 if length else 0))
+        if not length:
+            return bytes([0x30]) + bytes(encoded) + body
+
+
+def test_mqtt_streams_frame_across_segments() -> None:
+    packets = [publish(b"t", b"x" * size) for size in (5, 200, 20000, 1)]  # remaining lengths of 1, 2, 3 and 1 bytes
+    stream = b"".join(packets) + b"\xc0\x00"  # PINGREQ last
+    streams = MqttStreams()
+    assert streams.add("10.0.0.2", 40000, "10.0.0.3", 1883, 999, dpkt.tcp.TH_SYN, b"") == 0
+    # Cut inside the second packet's remaining length, then just before the last PUBLISH and inside its fixed header.
+    last = len(stream) - 2 - len(packets[3])
+    cuts = [0, len(packets[0]) + 2, last - 1, last + 1, len(stream)]
+    counts = [streams.add("10.0.0.2", 40000, "10.0.0.3", 1883, 1000 + a, dpkt.tcp.TH_ACK, stream[a:b]) for a, b in zip(cuts, cuts[1:])]
+    assert counts == [1, 2, 0, 1]
+    assert streams.add("10.0.0.2", 40000, "10.0.0.3", 1883, 1000, dpkt.tcp.TH_ACK, stream[:9]) == 0  # retransmission
+    assert streams.unframed == 0
+
+
+def test_mqtt_streams_stop_on_gap_or_broker_packet() -> None:
+    streams = MqttStreams()
+    message = publish(b"t", b"hello")
+    assert streams.add("10.0.0.2", 40000, "10.0.0.3", 1883, 5000, dpkt.tcp.TH_ACK, message) == 1
+    assert streams.add("10.0.0.2", 40000, "10.0.0.3", 1883, 5000 + 2 * len(message), dpkt.tcp.TH_ACK, message) == 0
+    assert streams.unframed == 1
+    assert streams.add("10.0.0.2", 40000, "10.0.0.3", 1883, 5000 + 3 * len(message), dpkt.tcp.TH_ACK, message) == 0
+    # A CONNACK (type 2) only comes from brokers, so a client stream containing one is not MQTT or is misaligned.
+    assert streams.add("10.0.0.2", 40001, "10.0.0.3", 1883, 7, dpkt.tcp.TH_ACK, b"\x20\x02\x00\x00" + message) == 0
+    assert streams.unframed == 2
+    # A new connection on the same ports is framed again.
+    streams.add("10.0.0.2", 40000, "10.0.0.3", 1883, 100, dpkt.tcp.TH_SYN, b"")
+    assert streams.add("10.0.0.2", 40000, "10.0.0.3", 1883, 101, dpkt.tcp.TH_ACK, message * 3) == 3
+
+
+def publish_alerts(windows: FlowWindows, bursts: list[tuple[float, int]]) -> list[Alert]:
+    items: list[object] = []
+    for time, count in bursts:
+        items.extend(windows.add_mqtt_publishes(time, "192.168.1.100", "192.168.1.10", count))
+    items.extend(windows.finish())
+    return [i for i in items if isinstance(i, Alert)]
+
+
+def test_mqtt_flood_alerts_client_and_broker() -> None:
+    alerts = publish_alerts(FlowWindows(), [(1000.0 + 2 * i, 2000) for i in range(5)])
+    assert sorted((a.device, a.category, a.details["direction"]) for a in alerts) == [
+        ("192.168.1.10", "mqtt_flood", "inbound"), ("192.168.1.100", "mqtt_flood", "outbound")]
+    assert alerts[0].details["peer"] in ("192.168.1.10", "192.168.1.100")
+    assert all(a.score > 1 for a in alerts)
+
+
+def test_mqtt_publish_rate_normal_or_flush() -> None:
+    assert publish_alerts(FlowWindows(), [(1000.0 + i, 1) for i in range(300)]) == []
+    # A client reconnecting after an outage sends its 500 queued messages at once.
+    assert publish_alerts(FlowWindows(), [(1000.0 + i, 1) for i in range(100)] + [(1100.0, 500)]) == []
+
+
+def write_capture(path: Path, segments: list[tuple[float, str, int, str, int, int, int, bytes]]) -> None:
+    with path.open("wb") as stream:
+        writer = dpkt.pcap.Writer(stream)
+        for time, src, sport, dst, dport, seq, flags, payload in segments:
+            tcp = dpkt.tcp.TCP(sport=sport, dport=dport, seq=seq, flags=flags, data=payload)
+            ip = dpkt.ip.IP(src=socket.inet_aton(src), dst=socket.inet_aton(dst), p=dpkt.ip.IP_PROTO_TCP, data=tcp)
+            ip.len = len(ip)
+            writer.writepkt(dpkt.ethernet.Ethernet(type=dpkt.ethernet.ETH_TYPE_IP, data=ip), ts=time)
+
+
+def test_pcap_publish_flood_in_large_segments(tmp_path: Path) -> None:
+    # Every 2 s the client writes 2000 small PUBLISH packets as two 17 kB segments, as offload shows them.
+    burst = publish(b"Temperature", b"640") * 2000
+    half = len(burst) // 2
+    segments = []
+    seq = 1
+    for i in range(6):
+        for part in (burst[:half], burst[half:]):
+            segments.append((1000.0 + 2 * i, "192.168.1.100", 42859, "10.16.100.73", 1883, seq, dpkt.tcp.TH_ACK | dpkt.tcp.TH_PUSH, part))
+            seq += len(part)
+    write_capture(tmp_path / "flood.pcap", segments)
+    alerts = [i for i in read_format("pcap", [str(tmp_path / "flood.pcap")]) if isinstance(i, Alert)]
+    assert {(a.device, a.category) for a in alerts} == {("192.168.1.100", "mqtt_flood"), ("10.16.100.73", "mqtt_flood")}
+
+
+def test_unsolicited_inbound_alerts_once() -> None:
+    probes = [Flow(100.0 + 7 * i, f"45.140.140.{i}", 40000, "192.168.5.5", port, "tcp", state="S0")
+              for i, port in enumerate([23, 445, 22, 23, 5555, 81] * 5)]
+    windows = FlowWindows(record_firings=True)
+    alerts = [i for i in run(windows, probes) if isinstance(i, Alert)]
+    assert [(a.device, a.category, a.severity) for a in alerts] == [("192.168.5.5", "unsolicited_inbound", "low")]
+    assert alerts[0].details["ports"] == [22, 23, 445]  # the first window: probes at 100, 107 and 114 s
+    assert windows.firings is not None
+    assert {f.peer for f in windows.firings} == {f"45.140.140.{i}" for i in range(30)}
+
+
+def test_unsolicited_inbound_needs_stranger_and_failure() -> None:
+    contacted = [Flow(50.0, "192.168.5.5", 40000, "93.184.100.7", 443, "tcp", state="SF"),
+                 Flow(100.0, "93.184.100.7", 40001, "192.168.5.5", 8080, "tcp", state="S0")]
+    answered = [Flow(100.0, "93.184.100.8", 40001, "192.168.5.5", 8080, "tcp", state="SF", duration=20.0)]
+    internal = [Flow(100.0, "192.168.5.9", 40001, "192.168.5.5", 8080, "tcp", state="S0")]
+    for flows in (contacted, answered, internal):
+        alerts = [i for i in run(FlowWindows(), [*flows, Flow(400.0, "192.168.5.5", 1, "93.184.100.7", 443, "tcp")]) if isinstance(i, Alert)]
+        assert alerts == []

@@ -9,7 +9,8 @@ cells. Incidents, one SIM each, are drawn from :data:`SIM_INCIDENTS`:
 * ``roaming``: the SIM attaches to a network in another country;
 * ``usage_spike``: three sessions carry 50 times the usual uplink bytes;
 * ``session_storm``: a session every 30 s for 20 minutes;
-* ``odd_hours``: sessions at hours the SIM never uses, for three hours.
+* ``odd_hours``: one session an hour for three hours in the middle of the
+  quiet hours of a SIM that is active only part of the day.
 
 :func:`write_sim_csv` writes the records in the column names of
 ``docs/formats.md`` and a labels file with one row per incident.
@@ -56,7 +57,10 @@ class SimFleet:
 
 
 def simulate_sim_records(sims: int, hours: float, *, seed: int = 0, incidents: tuple[str, ...] = SIM_INCIDENTS) -> SimFleet:
-    """Simulate ``sims`` SIMs for ``hours`` hours; incidents fall in the last third of the span.
+    """Simulate ``sims`` SIMs for ``hours`` hours; incidents start at a random time in the last third of the span.
+
+    ``odd_hours`` sessions fall in the quiet hours of the day of that time, or
+    of the day before when they would run past the end.
 
     Raises:
         InvalidConfigError: fewer SIMs than incidents, a non-positive span, or an unknown incident kind.
@@ -80,7 +84,7 @@ def simulate_sim_records(sims: int, hours: float, *, seed: int = 0, incidents: t
         at = _START + hours * 3600.0 * rng.uniform(0.67, 0.9)
         sessions = _normal_sessions(rng, sim, end)
         if kind is not None:
-            sessions, span = _inject(rng, kind, sim, sessions, at)
+            sessions, span = _inject(rng, kind, sim, sessions, at, end)
             applied.append(SimIncident(kind, str(sim["iccid"]), span[0], span[1]))
         records.extend(sessions)
     records.sort(key=lambda r: (r["session_start"], r["iccid"]))
@@ -131,7 +135,9 @@ def _normal_sessions(rng: np.random.Generator, sim: dict[str, object], end: floa
     return sessions
 
 
-def _inject(rng: np.random.Generator, kind: str, sim: dict[str, object], sessions: list[dict[str, object]], at: float) -> tuple[list[dict[str, object]], tuple[float, float]]:
+def _inject(
+    rng: np.random.Generator, kind: str, sim: dict[str, object], sessions: list[dict[str, object]], at: float, end: float
+) -> tuple[list[dict[str, object]], tuple[float, float]]:
     later = [s for s in sessions if float(s["session_start"]) >= at]  # type: ignore[arg-type]
     first = float(later[0]["session_start"]) if later else at  # type: ignore[arg-type]
     if kind == "sim_swap":
@@ -154,11 +160,20 @@ def _inject(rng: np.random.Generator, kind: str, sim: dict[str, object], session
         for s in storm:
             s["session_end"] = float(s["session_start"]) + float(rng.uniform(1, 5))  # type: ignore[arg-type]
         return sessions + storm, (at, at + 1200.0)
-    # odd_hours: hourly sessions during the first three hours of the day the SIM never uses.
-    day = at - at % 86400.0
-    quiet = [h for h in range(24) if h not in sim["hours"]][:3]  # type: ignore[operator]
-    odd = [_session(rng, sim, day + h * 3600.0 + float(rng.uniform(0, 600))) for h in quiet]
-    return sessions + odd, (odd[0]["session_start"], odd[-1]["session_start"]) if odd else (at, at)  # type: ignore[return-value]
+    # odd_hours: hourly sessions for three hours in the middle of the SIM's quiet hours, several hours
+    # from any hour it uses, as when a stolen SIM is used at night. They fall on the day of `at`, or on
+    # the day before when the three hours would run past the end of the simulation.
+    active = sorted(sim["hours"])  # type: ignore[call-overload]
+    if len(active) > 21:
+        return sessions, (at, at)  # no three quiet hours
+    quiet_start = active[-1] + 1  # day-only SIMs use one contiguous range of hours that does not wrap midnight
+    quiet_hours = 24 - len(active)
+    first_odd = (quiet_start + (quiet_hours - 3) // 2) % 24
+    start = at - at % 86400.0 + first_odd * 3600.0
+    if start + 3 * 3600.0 > end and start - 86400.0 >= _START:
+        start -= 86400.0
+    odd = [_session(rng, sim, start + i * 3600.0 + float(rng.uniform(0, 600))) for i in range(3)]
+    return sessions + odd, (float(odd[0]["session_start"]), float(odd[-1]["session_start"]))  # type: ignore[arg-type]
 
 
 def write_sim_csv(fleet: SimFleet, path: str | Path, labels: str | Path | None = None) -> tuple[Path, Path]:

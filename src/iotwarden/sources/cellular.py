@@ -27,7 +27,13 @@ Rules (finished alerts, detector ``sim_rules``):
   is new too;
 * ``new_cell``: a cell never seen for a SIM that has stayed on at most
   ``stationary_cells`` cells over at least ``stationary_sessions``
-  sessions (a fixed device that moved), severity low.
+  sessions (a fixed device that moved), severity low;
+* ``odd_hours``: a SIM with at least ``odd_hours_sessions`` sessions over
+  at least ``odd_hours_days`` days starts a session at a UTC hour that,
+  with ``odd_hours_radius`` hours on each side, it has essentially never
+  used, in a stretch of unused hours too long to be chance (see
+  :meth:`SimWatcher._odd_hours`); once per episode, which ends at the
+  SIM's next session in or next to its usual hours.
 """
 
 from __future__ import annotations
@@ -67,6 +73,11 @@ SIM_COLUMNS: dict[str, tuple[str, ...]] = {
 """Field role to accepted column names (case-insensitive); the first present wins."""
 
 _REQUIRED = ("iccid", "start")
+
+# A session joins the history that the odd-hours rule compares against only
+# this many clock hours after the hour it started in, so the sessions of one
+# night at unusual hours cannot vouch for each other.
+_ODD_HOURS_LAG = 6
 
 
 @dataclass(slots=True)
@@ -199,6 +210,12 @@ class _SimState:
     cells: set[str] = field(default_factory=set)
     recent_starts: deque[float] = field(default_factory=deque)
     hours: list[int] = field(default_factory=lambda: [0] * 24)
+    first_start: float | None = None
+    # Odd-hours rule: sessions per UTC hour of day that are older than the lag,
+    # and [clock hour since the epoch, sessions] pairs still inside the lag.
+    settled_hours: list[int] = field(default_factory=lambda: [0] * 24)
+    pending_hours: deque[list[int]] = field(default_factory=deque)
+    odd_episode: bool = False
 
 
 @dataclass
@@ -209,12 +226,38 @@ class SimWatcher:
         warmup_sessions: Sessions of a SIM before a new network alerts.
         stationary_sessions: Sessions before a SIM can count as stationary.
         stationary_cells: Most distinct cells of a stationary SIM.
+        odd_hours_sessions: Earlier sessions (older than the 6-hour lag of
+            the odd-hours history) a SIM needs before ``odd_hours`` can alert.
+        odd_hours_days: Days since a SIM's first session before
+            ``odd_hours`` can alert.
+        odd_hours_radius: Hours on each side of the session's hour that
+            must be unused too, so a session between two used hours is never odd.
+        odd_hours_share: Largest share of the SIM's earlier sessions that an
+            hour of day may hold and still count as unused.
+        odd_hours_probability: Largest chance that the SIM's earlier sessions
+            all missed the unused hours around the session's hour if its active
+            hours did reach that hour. A larger chance means the session is not odd.
     """
 
     warmup_sessions: int = 5
     stationary_sessions: int = 20
     stationary_cells: int = 3
+    odd_hours_sessions: int = 8
+    odd_hours_days: float = 1.0
+    odd_hours_radius: int = 2
+    odd_hours_share: float = 0.01
+    odd_hours_probability: float = 0.01
     sims: dict[str, _SimState] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("odd_hours_sessions", "odd_hours_radius"):
+            if int(getattr(self, name)) < 1:
+                raise InvalidConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not (math.isfinite(self.odd_hours_days) and self.odd_hours_days >= 0):
+            raise InvalidConfigError(f"odd_hours_days must be a finite number >= 0, got {self.odd_hours_days!r}")
+        for name in ("odd_hours_share", "odd_hours_probability"):
+            if not 0 <= getattr(self, name) < 1:
+                raise InvalidConfigError(f"{name} must be >= 0 and < 1, got {getattr(self, name)!r}")
 
     def process(self, record: SimRecord) -> list[Observation | Alert]:
         """Return the rule alerts and the observation of one session."""
@@ -243,9 +286,55 @@ class SimWatcher:
                                          {"cell": cell, "known_cells": sorted(state.cells)}))
             if len(state.cells) <= 4 * self.stationary_cells:
                 state.cells.add(cell)
+        odd = self._odd_hours(record, state)
+        if odd is not None:
+            items.append(odd)
         items.append(self._observation(record, state))
         state.sessions += 1
         return items
+
+    def _odd_hours(self, record: SimRecord, state: _SimState) -> Alert | None:
+        """Update the odd-hours history with ``record``; return an alert when it opens an episode.
+
+        An hour of day is used when it contains more than ``odd_hours_share`` of
+        the SIM's settled sessions. The session is at an odd hour when no hour
+        within ``odd_hours_radius`` of its own is used, and the unused stretch
+        around it is too long to be chance (see :func:`_unused_stretch_probability`).
+        """
+        clock_hour = math.floor(record.start / 3600.0)
+        _settle(state, clock_hour)
+        if state.first_start is None:
+            state.first_start = record.start
+
+        sessions = sum(state.settled_hours)
+        days = (record.start - state.first_start) / 86400.0
+        if sessions < self.odd_hours_sessions or days < self.odd_hours_days:
+            return None
+        hour = clock_hour % 24
+        used = [count > self.odd_hours_share * sessions for count in state.settled_hours]
+        if not any(used):
+            return None
+        before, after = _unused_hours_around(used, hour)
+        if used[hour] or min(before, after) < self.odd_hours_radius:
+            state.odd_episode = False  # in or next to its usual hours, so a later odd session opens a new episode
+            return None
+        probability = _unused_stretch_probability(before, after, sessions)
+        if probability > self.odd_hours_probability or state.odd_episode:
+            return None
+        state.odd_episode = True
+
+        first, last = (hour - before) % 24, (hour + after) % 24
+        in_hour = state.settled_hours[hour]
+        in_stretch = sum(state.settled_hours[(hour + offset) % 24] for offset in range(-before, after + 1))
+        text = (f"SIM {record.iccid} started a session in the {hour:02d}:00 UTC hour, which it has essentially never used. "
+                f"Of its {sessions} sessions over {days:.1f} days (not counting the last {_ODD_HOURS_LAG} hours), "
+                f"{in_hour} started in that hour and {in_stretch} between {first:02d}:00 and {last:02d}:59 UTC; "
+                f"if its active hours reached {hour:02d}:00, that would happen by chance with probability {probability:.2g}")
+        return self._alert(record, "odd_hours", "medium", text, {
+            "hour": hour, "sessions": sessions, "days": round(days, 2), "sessions_in_hour": in_hour,
+            "unused_first_hour": first, "unused_last_hour": last, "sessions_in_unused_hours": in_stretch,
+            "probability": probability, "usual_hours": [h for h in range(24) if used[h]],
+        })
 
     def _observation(self, record: SimRecord, state: _SimState) -> Observation:
         starts = state.recent_starts
@@ -279,6 +368,49 @@ class SimWatcher:
         )
 
 
+def _settle(state: _SimState, clock_hour: int) -> None:
+    """Count a session of ``clock_hour`` (hours since the epoch) as pending and settle pending sessions older than the lag."""
+    pending = state.pending_hours
+    while pending and pending[0][0] <= clock_hour - _ODD_HOURS_LAG:
+        settled_hour, count = pending.popleft()
+        state.settled_hours[settled_hour % 24] += count
+    if pending and pending[-1][0] == clock_hour:
+        pending[-1][1] += 1
+    else:
+        pending.append([clock_hour, 1])
+
+
+def _unused_hours_around(used: list[bool], hour: int) -> tuple[int, int]:
+    """Return how many unused hours of day lie just before and just after ``hour``.
+
+    ``hour`` itself is not looked at, and at least one hour must be used.
+    """
+    before = 0
+    while not used[(hour - before - 1) % 24]:
+        before += 1
+    after = 0
+    while not used[(hour + after + 1) % 24]:
+        after += 1
+    return before, after
+
+
+def _unused_stretch_probability(before: int, after: int, sessions: int) -> float:
+    """Return the chance that ``sessions`` sessions all missed the unused hours next to an odd hour.
+
+    Suppose the SIM's active hours did reach the odd hour, from its used hours
+    on one side, with sessions spread evenly over them. Then the odd hour and
+    the unused hours between it and that side belong to the active hours, and
+    each session misses them with probability one minus their share of the
+    active hours. The larger of the two sides' probabilities is returned.
+    """
+    used_span = 24 - (before + 1 + after)
+    worst = 0.0
+    for unused in (before, after):
+        stretch = unused + 1
+        worst = max(worst, (1.0 - stretch / (used_span + stretch)) ** sessions)
+    return worst
+
+
 def _imei_core(imei: str) -> str:
     digits = "".join(c for c in imei if c.isdigit())
     return digits[:14]
@@ -290,7 +422,11 @@ def read_sim_format(paths: list[str], **options: Any) -> Iterator[Observation | 
     Options: ``time_format`` and the fields of :class:`SimWatcher`; others,
     such as ``device``, are ignored because the ICCID names the device.
     """
-    watcher = SimWatcher(**{name: int(options[name]) for name in ("warmup_sessions", "stationary_sessions", "stationary_cells") if options.get(name) is not None})
+    counts = ("warmup_sessions", "stationary_sessions", "stationary_cells", "odd_hours_sessions", "odd_hours_radius")
+    fractions = ("odd_hours_days", "odd_hours_share", "odd_hours_probability")
+    settings: dict[str, Any] = {name: int(options[name]) for name in counts if options.get(name) is not None}
+    settings.update({name: float(options[name]) for name in fractions if options.get(name) is not None})
+    watcher = SimWatcher(**settings)
     time_format = options.get("time_format")
 
     def run() -> Iterator[Observation | Alert | Rejection]:

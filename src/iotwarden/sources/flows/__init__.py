@@ -2,7 +2,8 @@
 
 Readers turn their input into :class:`Flow` records; :class:`FlowWindows`
 aggregates flows into one observation per internal host per window and
-raises rule alerts (scan, brute force, DDoS, exfiltration, beaconing).
+raises rule alerts (scan, brute force, DDoS, MQTT flood, exfiltration,
+beaconing, unsolicited inbound attempts).
 :mod:`iotwarden.sources.flows.formats` registers the ``zeek``,
 ``flows-csv`` and ``pcap`` formats of ``iotwarden detect``.
 """

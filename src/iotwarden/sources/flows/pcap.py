@@ -7,7 +7,9 @@ turns TCP and UDP packets into :class:`~iotwarden.sources.flows.records.Flow`
 records with a Zeek-like ``conn_state``, so the same window rules run on
 captures as on Zeek logs. It also reads MQTT CONNACK packets (first payload
 byte 0x20 from port 1883 or 8883 without TLS) and marks the connection's
-login as refused when the return code is not 0.
+login as refused when the return code is not 0. PUBLISH packets that
+clients send to port 1883 are counted with
+:class:`~iotwarden.sources.flows.mqtt.MqttStreams` for the MQTT flood rule.
 
 Packets that cannot be decoded, and non-IP frames, are counted and skipped:
 a capture has no lines, so they are not rejections. A truncated file ends
@@ -27,6 +29,7 @@ from iotwarden.decisions.alerts import Alert
 from iotwarden.errors import InvalidConfigError
 from iotwarden.observation import Observation, Rejection
 from iotwarden.sources.flows.afterimage import AfterImage
+from iotwarden.sources.flows.mqtt import MqttStreams
 from iotwarden.sources.flows.records import Flow
 from iotwarden.sources.flows.windows import FlowWindows
 
@@ -55,6 +58,7 @@ class Packet:
     flags: int = 0
     payload: bytes = b""
     number: int = 0
+    seq: int = 0
 
 
 def decode_packets(path: str, stats: dict[str, int] | None = None) -> Iterator[Packet | Rejection]:
@@ -132,7 +136,7 @@ def _from_ip(ip: object) -> Packet | None:
         return None
     transport = ip.data
     if isinstance(transport, dpkt.tcp.TCP):
-        return Packet(0.0, src, transport.sport, dst, transport.dport, "tcp", size, transport.flags, bytes(transport.data))
+        return Packet(0.0, src, transport.sport, dst, transport.dport, "tcp", size, transport.flags, bytes(transport.data), seq=transport.seq)
     if isinstance(transport, dpkt.udp.UDP):
         return Packet(0.0, src, transport.sport, dst, transport.dport, "udp", size)
     if isinstance(transport, (dpkt.icmp.ICMP, dpkt.icmp6.ICMP6)):
@@ -287,11 +291,13 @@ def read_pcap(
 
     ``windows.extra_metrics`` should be set by the caller (see
     :func:`iotwarden.sources.flows.formats.pcap_metrics`). ``fast_decay`` is
-    the decay rate whose channel packet rate feeds the DDoS rule.
+    the decay rate whose channel packet rate feeds the DDoS rule. MQTT
+    PUBLISH packets that clients send to port 1883 feed the MQTT flood rule.
     """
     fast = afterimage.decay_index(fast_decay)
     for path in paths:
         tracker = ConnectionTracker(path)
+        mqtt = MqttStreams()
         windows.source = path
         for packet in decode_packets(path, stats):
             if isinstance(packet, Rejection):
@@ -301,8 +307,14 @@ def read_pcap(
             channel, _ = afterimage.channel(packet.src, packet.dst)
             channel_pps = channel.rate(fast) if channel is not None else 0.0
             yield from windows.add_packet(packet.time, packet.src, packet.dst, packet.size, channel_pps)
+            if packet.proto == "tcp" and packet.dport in _MQTT_PORTS and packet.sport not in _MQTT_PORTS:
+                published = mqtt.add(packet.src, packet.sport, packet.dst, packet.dport, packet.seq, packet.flags, packet.payload)
+                if published:
+                    yield from windows.add_mqtt_publishes(packet.time, packet.src, packet.dst, published)
             for flow in tracker.add(packet):
                 yield from windows.add_flow(flow, count_volume=False)
         for flow in tracker.flush():
             yield from windows.add_flow(flow, count_volume=False)
+        if mqtt.unframed:
+            logger.info("%s: stopped counting MQTT messages on %d client streams (missed segments or not MQTT)", path, mqtt.unframed)
     yield from windows.finish()

@@ -27,6 +27,7 @@ import statistics
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from iotwarden.decisions.alerts import Alert, Contribution
 from iotwarden.errors import InvalidConfigError
@@ -51,6 +52,11 @@ _MAX_REMOTES_PER_DEVICE = 4096
 _MAX_BEACON_PAIRS = 512
 _BEACON_HISTORY = 16
 _TYPICAL_ALPHA = 0.05  # weight of a new window in a device's typical volumes (about 20 windows)
+# Half-life in seconds of the MQTT publish rate. A client that flushes a few
+# hundred queued messages at once stays well under 100 messages/s on this
+# scale, while a flood kept up for a few seconds goes over it.
+_PUBLISH_HALF_LIFE = 10.0
+_MAX_PUBLISH_CHANNELS = 4096
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,9 @@ class FlowRules:
             refused, in one window that make a port scan (either direction).
         telnet_hosts: Distinct hosts contacted on telnet (23, 2323) in one
             window that make a telnet scan, answered or not.
+        unsolicited_hosts: Distinct external hosts, never contacted by the
+            device, whose connection attempts to it failed in one window. That
+            many show the device is reachable from outside and being probed.
         brute_force_attempts: Failed, unanswered, login-refused or short
             connections to one service port in :data:`AUTH_PORTS` from one
             host in one window that make a brute-force attempt.
@@ -82,6 +91,11 @@ class FlowRules:
             device, in one window, from which a transfer can be exfiltration.
         exfil_factor: The transfer must also exceed this multiple of the
             device's typical bytes sent per window.
+        mqtt_flood_rate: MQTT PUBLISH messages per second from one client to
+            one broker (damped with a 10 s half-life, from packet captures)
+            from which the client is flooding the broker.
+        mqtt_flood_factor: The rate must also exceed this multiple of the
+            device's typical per-peer publish rate.
         beacon_events: Connections to one destination and port needed to
             judge periodicity.
         beacon_cv: Largest coefficient of variation (standard deviation over
@@ -100,12 +114,15 @@ class FlowRules:
     scan_hosts: int = 20
     scan_ports: int = 20
     telnet_hosts: int = 5
+    unsolicited_hosts: int = 1
     brute_force_attempts: int = 10
     short_connection: float = 10.0
     ddos_pps: float = 100.0
     ddos_factor: float = 10.0
     exfil_bytes: float = 5e6
     exfil_factor: float = 10.0
+    mqtt_flood_rate: float = 100.0
+    mqtt_flood_factor: float = 10.0
     beacon_events: int = 8
     beacon_cv: float = 0.35
     beacon_min_interval: float = 1.0
@@ -113,10 +130,11 @@ class FlowRules:
     rearm_windows: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("window", "short_connection", "ddos_pps", "ddos_factor", "exfil_bytes", "exfil_factor", "beacon_cv", "beacon_min_interval"):
+        for name in ("window", "short_connection", "ddos_pps", "ddos_factor", "exfil_bytes", "exfil_factor", "mqtt_flood_rate",
+                     "mqtt_flood_factor", "beacon_cv", "beacon_min_interval"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise InvalidConfigError(f"{name} must be a finite number > 0, got {getattr(self, name)!r}")
-        for name in ("scan_hosts", "scan_ports", "telnet_hosts", "brute_force_attempts", "rearm_windows"):
+        for name in ("scan_hosts", "scan_ports", "telnet_hosts", "unsolicited_hosts", "brute_force_attempts", "rearm_windows"):
             if int(getattr(self, name)) < 1:
                 raise InvalidConfigError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if self.beacon_events < 4:
@@ -153,10 +171,12 @@ class _Window:
     unanswered_hosts: set[str] = field(default_factory=set)
     probed_ports: dict[tuple[str, str], set[int]] = field(default_factory=lambda: defaultdict(set))
     telnet_hosts: set[str] = field(default_factory=set)
+    unsolicited_ports: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))  # external host -> ports it tried
     attempts: dict[tuple[str, str, int], int] = field(default_factory=lambda: defaultdict(int))
     packets_to: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     bytes_to: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     peak_pps_to: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    peak_publish_rate: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))  # by (direction, remote)
     new_remotes: set[str] = field(default_factory=set)
     beacon_cv: float | None = None
     beacon_peer: tuple[str, int] | None = None
@@ -170,6 +190,7 @@ class _History:
     windows: int = 0
     typical_bytes_out: float = 0.0
     typical_dst_pps: float = 0.0
+    typical_publish_rate: float = 0.0
     last_firing: dict[tuple[str, str], int] = field(default_factory=dict)
     beaconing: set[tuple[str, int]] = field(default_factory=set)
 
@@ -205,6 +226,7 @@ class FlowWindows:
         self.open: dict[int, dict[str, _Window]] = {}
         self.history: dict[str, _History] = {}
         self.next_to_close: int | None = None
+        self.publish_rates: OrderedDict[tuple[str, str], list[float]] = OrderedDict()  # (client, broker) -> [time, damped count]
         self.late_flows = 0
         self.first_time = math.inf
         self.clock = -math.inf
@@ -220,7 +242,7 @@ class FlowWindows:
         if src_device:
             self._add_outbound(self._window(index, flow.src), self._history(flow.src), flow, count_volume)
         if dst_device:
-            self._add_inbound(self._window(index, flow.dst), self._history(flow.dst), flow, count_volume)
+            self._add_inbound(self._window(index, flow.dst), self._history(flow.dst), flow, count_volume, external=not src_device)
 
     def add_packet(self, time: float, src: str, dst: str, size: float, channel_pps: float = 0.0) -> Iterator[Observation | Alert]:
         """Count one packet's volume (packet captures); ``channel_pps`` is the damped src-to-dst packet rate."""
@@ -242,6 +264,30 @@ class FlowWindows:
             window.bytes_in += size
             window.packets_in += 1
             self._history(dst)
+
+    def add_mqtt_publishes(self, time: float, client: str, broker: str, count: int) -> Iterator[Observation | Alert]:
+        """Count ``count`` MQTT PUBLISH messages that ``client`` sent to ``broker`` at ``time`` (packet captures)."""
+        yield from self.advance(time)
+        key = (client, broker)
+        state = self.publish_rates.get(key)
+        if state is None:
+            state = self.publish_rates[key] = [time, 0.0]
+            if len(self.publish_rates) > _MAX_PUBLISH_CHANNELS:
+                self.publish_rates.popitem(last=False)
+        else:
+            self.publish_rates.move_to_end(key)
+        if time > state[0]:
+            state[1] *= 2.0 ** (-(time - state[0]) / _PUBLISH_HALF_LIFE)
+            state[0] = time
+        state[1] += count
+        rate = state[1] * math.log(2.0) / _PUBLISH_HALF_LIFE  # a steady rate r settles at r
+        index = self._window_index(time)
+        client_device, broker_device = self.internal.devices(Flow(time, client, 0, broker, 0, ""))
+        for device, key_in_window, is_device in ((client, ("out", broker), client_device), (broker, ("in", client), broker_device)):
+            if is_device:
+                window = self._window(index, device)
+                window.peak_publish_rate[key_in_window] = max(window.peak_publish_rate[key_in_window], rate)
+                self._history(device)
 
     def advance(self, time: float) -> Iterator[Observation | Alert]:
         """Close every window that ended ``grace`` seconds before ``time``."""
@@ -308,7 +354,7 @@ class FlowWindows:
             window.new_dsts += 1
         self._track_start(window, history, remote, flow.dport, flow.time)
 
-    def _add_inbound(self, window: _Window, history: _History, flow: Flow, count_volume: bool) -> None:
+    def _add_inbound(self, window: _Window, history: _History, flow: Flow, count_volume: bool, *, external: bool) -> None:
         remote = flow.src
         window.conns_in += 1
         if count_volume:
@@ -320,6 +366,8 @@ class FlowWindows:
             window.failed_in += 1
         if flow.unanswered or flow.state == "REJ":
             window.probed_ports[("in", remote)].add(flow.dport)
+        if external and flow.failed and remote not in history.remotes:
+            window.unsolicited_ports[remote].add(flow.dport)
         if self._is_attempt(flow):
             window.attempts[("in", remote, flow.dport)] += 1
 
@@ -421,9 +469,11 @@ class FlowWindows:
 
     def _learn(self, history: _History, window: _Window) -> None:
         top_pps = max(self._window_pps(window).values(), default=0.0)
+        top_publish_rate = max(window.peak_publish_rate.values(), default=0.0)
         alpha = 1.0 / (history.windows + 1) if history.windows < 1 / _TYPICAL_ALPHA else _TYPICAL_ALPHA
         history.typical_bytes_out += alpha * (window.bytes_out - history.typical_bytes_out)
         history.typical_dst_pps += alpha * (top_pps - history.typical_dst_pps)
+        history.typical_publish_rate += alpha * (top_publish_rate - history.typical_publish_rate)
         history.windows += 1
 
     def _window_pps(self, window: _Window) -> dict[str, float]:
@@ -437,9 +487,10 @@ class FlowWindows:
     def _rules(self, device: str, history: _History, window: _Window, index: int, start: float, end: float) -> Iterator[Alert]:
         rules = self.rules
         for finding in self._findings(history, window):
-            category, peer, metric, value, threshold, text, details = finding
+            category, peer, metric, value, threshold, text, details = finding[:7]
             if self.firings is not None:
-                self.firings.append(RuleFiring(device, start, category, peer))
+                for firing_peer in finding.firing_peers or (peer,):
+                    self.firings.append(RuleFiring(device, start, category, firing_peer))
             if category == "beaconing":
                 pair = (peer, int(details["port"]))
                 if pair in history.beaconing:
@@ -466,53 +517,85 @@ class FlowWindows:
                 details={"peer": peer, "window_start": format_time(start), "window_s": rules.window, **details},
             )
 
-    def _findings(self, history: _History, window: _Window) -> Iterable[tuple[str, str, str, float, float, str, dict]]:
+    def _findings(self, history: _History, window: _Window) -> Iterable[_Finding]:
         rules = self.rules
         hosts = len(window.unanswered_hosts)
         if hosts >= rules.scan_hosts:
-            yield ("scan", "*", "unanswered_hosts", float(hosts), float(rules.scan_hosts),
-                   f"tried {hosts} hosts that did not answer in {rules.window:g} s (threshold {rules.scan_hosts})",
-                   {"direction": "outbound", "examples": sorted(window.unanswered_hosts)[:5]})
+            yield _Finding("scan", "*", "unanswered_hosts", float(hosts), float(rules.scan_hosts),
+                           f"tried {hosts} hosts that did not answer in {rules.window:g} s (threshold {rules.scan_hosts})",
+                           {"direction": "outbound", "examples": sorted(window.unanswered_hosts)[:5]})
         if len(window.telnet_hosts) >= rules.telnet_hosts:
             count = len(window.telnet_hosts)
-            yield ("scan", "telnet", "telnet_hosts", float(count), float(rules.telnet_hosts),
-                   f"contacted {count} hosts on telnet ports 23/2323 in {rules.window:g} s (threshold {rules.telnet_hosts})",
-                   {"direction": "outbound", "examples": sorted(window.telnet_hosts)[:5]})
+            yield _Finding("scan", "telnet", "telnet_hosts", float(count), float(rules.telnet_hosts),
+                           f"contacted {count} hosts on telnet ports 23/2323 in {rules.window:g} s (threshold {rules.telnet_hosts})",
+                           {"direction": "outbound", "examples": sorted(window.telnet_hosts)[:5]})
         for (direction, remote), ports in window.probed_ports.items():
             if len(ports) >= rules.scan_ports:
                 verb = "probed" if direction == "out" else "was probed by"
-                yield ("scan" if direction == "out" else "scanned", remote, "probed_ports", float(len(ports)), float(rules.scan_ports),
-                       f"{verb} {remote} on {len(ports)} ports without a completed connection in {rules.window:g} s",
-                       {"direction": "outbound" if direction == "out" else "inbound", "ports": sorted(ports)[:10]})
+                yield _Finding("scan" if direction == "out" else "scanned", remote, "probed_ports", float(len(ports)), float(rules.scan_ports),
+                               f"{verb} {remote} on {len(ports)} ports without a completed connection in {rules.window:g} s",
+                               {"direction": "outbound" if direction == "out" else "inbound", "ports": sorted(ports)[:10]})
+        # A host the device contacted later in the same window is not unsolicited either.
+        unsolicited = {remote: ports for remote, ports in window.unsolicited_ports.items() if remote not in window.dsts}
+        if len(unsolicited) >= rules.unsolicited_hosts:
+            remotes = sorted(unsolicited)
+            ports = sorted(set().union(*unsolicited.values()))
+            yield _Finding("unsolicited_inbound", "*", "unsolicited_hosts", float(len(remotes)), float(rules.unsolicited_hosts),
+                           f"received failed connection attempts from {len(remotes)} external hosts it never contacted, on ports "
+                           f"{', '.join(str(port) for port in ports[:10])}{' ...' if len(ports) > 10 else ''} in {rules.window:g} s "
+                           f"(threshold {rules.unsolicited_hosts})",
+                           {"direction": "inbound", "examples": remotes[:5], "ports": ports[:10]}, firing_peers=tuple(remotes))
         for (direction, remote, port), count in window.attempts.items():
             if count >= rules.brute_force_attempts:
                 text = (f"made {count} failed or short connections to {remote} port {port}" if direction == "out"
                         else f"received {count} failed or short connections on port {port} from {remote}")
-                yield ("brute_force", f"{remote}:{port}", "login_attempts", float(count), float(rules.brute_force_attempts),
-                       f"{text} in {rules.window:g} s (threshold {rules.brute_force_attempts})",
-                       {"direction": "outbound" if direction == "out" else "inbound", "port": port})
+                yield _Finding("brute_force", f"{remote}:{port}", "login_attempts", float(count), float(rules.brute_force_attempts),
+                               f"{text} in {rules.window:g} s (threshold {rules.brute_force_attempts})",
+                               {"direction": "outbound" if direction == "out" else "inbound", "port": port})
         floor = max(rules.ddos_pps, rules.ddos_factor * history.typical_dst_pps)
         for remote, pps in self._window_pps(window).items():
             if pps >= floor:
-                yield ("ddos", remote, "packets_per_s_to_destination", pps, floor,
-                       f"sent {pps:.0f} packets/s to {remote}, over {floor:.0f} (the larger of {rules.ddos_pps:g} and "
-                       f"{rules.ddos_factor:g} x its typical {history.typical_dst_pps:.1f})", {"direction": "outbound"})
+                yield _Finding("ddos", remote, "packets_per_s_to_destination", pps, floor,
+                               f"sent {pps:.0f} packets/s to {remote}, over {floor:.0f} (the larger of {rules.ddos_pps:g} and "
+                               f"{rules.ddos_factor:g} x its typical {history.typical_dst_pps:.1f})", {"direction": "outbound"})
+        publish_floor = max(rules.mqtt_flood_rate, rules.mqtt_flood_factor * history.typical_publish_rate)
+        for (direction, remote), rate in window.peak_publish_rate.items():
+            if rate >= publish_floor:
+                text = (f"sent MQTT PUBLISH messages to broker {remote} at {rate:.0f}/s" if direction == "out"
+                        else f"received MQTT PUBLISH messages from client {remote} at {rate:.0f}/s")
+                yield _Finding("mqtt_flood", remote, "mqtt_publish_rate", rate, publish_floor,
+                               f"{text} ({_PUBLISH_HALF_LIFE:g} s half-life), over {publish_floor:.0f} (the larger of {rules.mqtt_flood_rate:g} "
+                               f"and {rules.mqtt_flood_factor:g} x its typical {history.typical_publish_rate:.1f})",
+                               {"direction": "outbound" if direction == "out" else "inbound"})
         exfil_floor = max(rules.exfil_bytes, rules.exfil_factor * history.typical_bytes_out)
         for remote in window.new_remotes:
             sent = window.bytes_to.get(remote, 0.0)
             if sent >= exfil_floor:
-                yield ("exfiltration", remote, "bytes_to_new_destination", sent, exfil_floor,
-                       f"sent {sent:.0f} bytes to {remote}, a destination never seen before, over {exfil_floor:.0f}",
-                       {"direction": "outbound"})
+                yield _Finding("exfiltration", remote, "bytes_to_new_destination", sent, exfil_floor,
+                               f"sent {sent:.0f} bytes to {remote}, a destination never seen before, over {exfil_floor:.0f}",
+                               {"direction": "outbound"})
         if window.beacon_cv is not None and window.beacon_cv <= rules.beacon_cv and window.beacon_peer is not None:
             remote, port = window.beacon_peer
             starts = history.starts.get(window.beacon_peer, [])
             intervals = [b - a for a, b in zip(starts, starts[1:])]
             mean = statistics.fmean(intervals) if intervals else 0.0
-            yield ("beaconing", remote, "beacon_cv", window.beacon_cv, rules.beacon_cv,
-                   f"connects to {remote} port {port} every {mean:.1f} s with interval variation {window.beacon_cv:.2f} "
-                   f"(at most {rules.beacon_cv:g} is periodic), over the last {len(starts)} connections",
-                   {"direction": "outbound", "port": port, "interval_s": round(mean, 3)})
+            yield _Finding("beaconing", remote, "beacon_cv", window.beacon_cv, rules.beacon_cv,
+                           f"connects to {remote} port {port} every {mean:.1f} s with interval variation {window.beacon_cv:.2f} "
+                           f"(at most {rules.beacon_cv:g} is periodic), over the last {len(starts)} connections",
+                           {"direction": "outbound", "port": port, "interval_s": round(mean, 3)})
+
+
+class _Finding(NamedTuple):
+    """One rule that held in a window, before episode handling."""
+
+    category: str
+    peer: str
+    metric: str
+    value: float
+    threshold: float
+    text: str
+    details: dict[str, Any]
+    firing_peers: tuple[str, ...] = ()  # remote hosts to record firings for, when ``peer`` stands for several
 
 
 _SEVERITY = {
@@ -520,6 +603,8 @@ _SEVERITY = {
     "scanned": "medium",
     "brute_force": "high",
     "ddos": "high",
+    "mqtt_flood": "high",
     "exfiltration": "high",
     "beaconing": "medium",
+    "unsolicited_inbound": "low",
 }
