@@ -35,7 +35,9 @@ from iotwarden.detectors.liveness import RATE_METRIC_FLOORS, RATE_METRICS, Liven
 from iotwarden.detectors.stuck import StuckDetector
 from iotwarden.engine.config import EngineConfig
 from iotwarden.engine.counters import CounterEvent, CounterTracker
-from iotwarden.engine.kernels import apply_transitions, channel_transitions, decide_round, drop_routine, summarise_rows, track_blocked
+from iotwarden.engine.kernels import (
+    apply_transitions, channel_transitions, decide_round, drop_routine, learn_cohorts, summarise_rows, track_blocked,
+)
 from iotwarden.engine.state import ArraySpec, ShardState
 from iotwarden.errors import IotwardenError
 from iotwarden.observation import Observation, format_time
@@ -490,37 +492,10 @@ class Engine:
         return weight, mean, scale, ready
 
     def _learn_cohorts(self, shard: ShardState, view: RoundView, learn: np.ndarray) -> None:
-        m = view.n_metrics
-        usable = learn
-        if not usable.any():
-            return
-        cohorts = shard["cohort"][view.slots]
-        x = np.where(usable, view.x, 0.0)
-        first_value = usable & (view.count == 0)
-        for cohort in np.unique(cohorts):
-            rows = cohorts == cohort
-            mask = usable[rows]
-            n_b = mask.sum(axis=0).astype(np.float64)
-            if not n_b.any():
-                continue
-            sums = x[rows].sum(axis=0)
-            mean_b = np.where(n_b > 0, sums / np.maximum(n_b, 1), 0.0)
-            centred = np.where(mask, x[rows] - mean_b, 0.0)
-            m2_b = (centred * centred).sum(axis=0)
-
-            n_a = self.cohort_weight[cohort, :m]
-            mean_a = self.cohort_mean[cohort, :m]
-            total = n_a + n_b
-            delta = mean_b - mean_a
-            with np.errstate(invalid="ignore", divide="ignore"):
-                share = np.where(total > 0, n_b / total, 0.0)
-            self.cohort_mean[cohort, :m] = mean_a + delta * share
-            m2 = self.cohort_m2[cohort, :m] + m2_b + delta * delta * n_a * share
-            # Forget old data like an average over _COHORT_MAX_WEIGHT values.
-            factor = np.where(total > _COHORT_MAX_WEIGHT, _COHORT_MAX_WEIGHT / np.maximum(total, 1.0), 1.0)
-            self.cohort_weight[cohort, :m] = total * factor
-            self.cohort_m2[cohort, :m] = m2 * factor
-            self.cohort_devices[cohort, :m] += first_value[rows].sum(axis=0)
+        learn_cohorts(
+            view.slots, shard["cohort"], view.x, learn, view.count,
+            self.cohort_weight, self.cohort_mean, self.cohort_m2, self.cohort_devices, _COHORT_MAX_WEIGHT,
+        )
 
     # Level changes --------------------------------------------------------------
 

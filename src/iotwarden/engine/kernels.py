@@ -12,7 +12,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["apply_transitions", "channel_transitions", "track_blocked"]
+__all__ = [
+    "apply_transitions", "channel_transitions", "decide_round", "drop_routine", "learn_cohorts", "summarise_rows", "track_blocked",
+]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -230,3 +232,54 @@ def summarise_rows(
         ready[row] = any_ready
         flagged[row] = any_open
     return score, ready, flagged
+
+
+@numba.njit(cache=True, nogil=True)
+def learn_cohorts(slots, cohort_of, x, learn, count, weight, mean, m2, devices, max_weight):
+    """Merge a round's learnable values into each cohort's mean and spread per metric.
+
+    The round's values of one cohort are combined first (Chan's parallel
+    update), then merged into the cohort statistics, which forget like an
+    average over ``max_weight`` values. ``devices`` counts the devices that
+    gave a metric its first value.
+    """
+    n, m = x.shape
+    k = weight.shape[0]
+    added = np.zeros((k, m))
+    sums = np.zeros((k, m))
+    first = np.zeros((k, m))
+    for row in range(n):
+        cohort = cohort_of[slots[row]]
+        for column in range(m):
+            if learn[row, column]:
+                added[cohort, column] += 1.0
+                sums[cohort, column] += x[row, column]
+                if count[row, column] == 0:
+                    first[cohort, column] += 1.0
+    round_mean = np.zeros((k, m))
+    for cohort in range(k):
+        for column in range(m):
+            if added[cohort, column] > 0:
+                round_mean[cohort, column] = sums[cohort, column] / added[cohort, column]
+    round_m2 = np.zeros((k, m))
+    for row in range(n):
+        cohort = cohort_of[slots[row]]
+        for column in range(m):
+            if learn[row, column]:
+                deviation = x[row, column] - round_mean[cohort, column]
+                round_m2[cohort, column] += deviation * deviation
+    for cohort in range(k):
+        for column in range(m):
+            new = added[cohort, column]
+            if new == 0:
+                continue
+            old = weight[cohort, column]
+            total = old + new
+            delta = round_mean[cohort, column] - mean[cohort, column]
+            share = new / total
+            mean[cohort, column] += delta * share
+            merged = m2[cohort, column] + round_m2[cohort, column] + delta * delta * old * share
+            factor = max_weight / total if total > max_weight else 1.0
+            weight[cohort, column] = total * factor
+            m2[cohort, column] = merged * factor
+            devices[cohort, column] += first[cohort, column]
