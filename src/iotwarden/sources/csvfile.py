@@ -1,10 +1,13 @@
 """CSV reading: column roles chosen once per file, then a tight conversion loop.
 
-The delimiter is role_indexes from the header unless given. Roles come from the
+The delimiter is sniffed from the header unless given. Roles come from the
 header and the first :data:`SAMPLE_ROWS` rows: the device and time columns
 by name, metrics as the columns whose values look numeric, attributes as the
 other text columns. Each row then costs one csv parse, one float() per metric
 and one time parse (skipped when the stamp repeats the previous row's).
+
+This row-by-row conversion is the reference: :mod:`iotwarden.sources.csvblocks`
+reads most rows column-wise and hands the others to it.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import csv
 import itertools
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -47,6 +50,22 @@ class _CsvLayout:
     attribute_columns: list[tuple[str, int]]
 
 
+@dataclass
+class _CsvHead:
+    """What :meth:`_CsvReader.read_head` found: the dialect, the roles and the rows read so far.
+
+    ``lines_read`` returns the number of physical lines read from the stream
+    until now. While ``numbered`` is not advanced, the stream is positioned
+    right after those lines.
+    """
+
+    delimiter: str
+    layout: _CsvLayout
+    sample: list[tuple[int, list[str]]]
+    numbered: Iterator[tuple[int, list[str]]]
+    lines_read: Callable[[], int]
+
+
 class _CsvReader:
     def __init__(self, source: str, stream: BinaryIO, options: ReadOptions, counters: SourceCounters) -> None:
         self.source = source
@@ -59,11 +78,22 @@ class _CsvReader:
         self.log_state = LogState()
 
     def rows(self) -> Iterator[Item]:
+        head = self.read_head()
+        if head is None:
+            return
+        yield from self.rows_after(head)
+
+    def rows_after(self, head: _CsvHead) -> Iterator[Item]:
+        """Convert the sample rows and the rest of the file, row by row."""
+        return self._convert(itertools.chain(head.sample, head.numbered), head.layout, head.delimiter)
+
+    def read_head(self) -> _CsvHead | None:
+        """Read the header and the sample rows and choose the column roles, or return None for an empty file."""
         lines = _decoded_lines(self.stream, self.bad_lines)
         header_line, skipped = self._first_line(lines)
         if header_line is None:
             logger.warning("%s: the file is empty; no header found", self.source)
-            return
+            return None
         delimiter = self.options.delimiter or _sniff_delimiter(header_line)
         reader = csv.reader(itertools.chain([header_line], lines), delimiter=delimiter)
         header = _unique_names([name.strip() for name in next(reader)], self.source)
@@ -80,7 +110,11 @@ class _CsvReader:
             [name for name, _ in layout.metric_columns],
             [name for name, _ in layout.attribute_columns],
         )
-        yield from self._convert(itertools.chain(sample, numbered), layout, delimiter)
+        return _CsvHead(delimiter, layout, sample, numbered, lambda: skipped + reader.line_num)
+
+    def convert(self, numbered_rows: Iterable[tuple[int, list[str]]], layout: _CsvLayout, delimiter: str) -> list[Item]:
+        """Convert ``(line, row)`` pairs into items with the row-by-row rules."""
+        return list(self._convert(iter(numbered_rows), layout, delimiter))
 
     def _first_line(self, lines: Iterator[str]) -> tuple[str | None, int]:
         skipped = 0
@@ -469,8 +503,14 @@ def _decoded_lines(stream: BinaryIO, bad_lines: dict[int, str]) -> Iterator[str]
             raw = raw[3:]
         try:
             yield raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            bad_lines[number] = (
-                f"line is not valid UTF-8: {exc.reason} (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
-            )
-            yield raw.decode("utf-8", errors="replace")
+        except UnicodeDecodeError:
+            yield decode_line(raw, number, bad_lines)
+
+
+def decode_line(raw: bytes, number: int, bad_lines: dict[int, str]) -> str:
+    """Decode one line as UTF-8, with replacement characters for an invalid line, which goes into ``bad_lines``."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad_lines[number] = f"line is not valid UTF-8: {exc.reason} (byte 0x{raw[exc.start]:02x} at offset {exc.start})"
+        return raw.decode("utf-8", errors="replace")

@@ -36,7 +36,9 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from iotwarden.errors import InvalidConfigError, IotwardenError
+from iotwarden.sources.blocks import ObservationBlock, RecordStream
 from iotwarden.sources.counters import SourceCounters
+from iotwarden.sources.csvblocks import read_csv_blocks
 from iotwarden.sources.csvfile import read_csv
 from iotwarden.sources.jsonlines import read_json_lines, read_topic_lines
 from iotwarden.sources.options import UTF8_BOM, Format, Item, ReadOptions
@@ -85,11 +87,13 @@ def read_records(
     tolerant_json: bool = True,
     topic_device_segment: int | None = None,
     counters: SourceCounters | None = None,
-) -> Iterator[Item]:
+) -> RecordStream:
     """Read records from files and yield observations, field issues and rejections.
 
     Options are checked when this function is called; the files are opened
-    as the iterator is consumed.
+    as the iterator is consumed. The returned :class:`RecordStream` also
+    offers the items with CSV observations in column blocks, through
+    :meth:`RecordStream.blocks`.
 
     Args:
         paths: One path or several; ``-`` is standard input.
@@ -176,27 +180,34 @@ def read_records(
     )
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    return _read_all([os.fspath(path) for path in paths], options, counters)
+    names = [os.fspath(path) for path in paths]
+    return RecordStream(lambda blocks: _read_all(names, options, counters, blocks))
 
 
-def _read_all(paths: list[str], options: ReadOptions, counters: SourceCounters | None) -> Iterator[Item]:
+def _read_all(
+    paths: list[str], options: ReadOptions, counters: SourceCounters | None, blocks: bool = False
+) -> Iterator[Item | ObservationBlock]:
     for path in paths:
         file_counters = SourceCounters()
         try:
-            yield from _read_file(path, options, file_counters)
+            yield from _read_file(path, options, file_counters, blocks)
         finally:
             if counters is not None:
                 counters.update(file_counters)
         _log_summary(path, file_counters)
 
 
-def _read_file(path: str, options: ReadOptions, counters: SourceCounters) -> Iterator[Item]:
+def _read_file(
+    path: str, options: ReadOptions, counters: SourceCounters, blocks: bool = False
+) -> Iterator[Item | ObservationBlock]:
     source = "<stdin>" if path == "-" else path
     with open_binary(path) as stream:
         file_format = options.format or _guess_format(path, stream)
         logger.debug("reading %s as %s", source, file_format)
         try:
-            if file_format == "csv":
+            if file_format == "csv" and blocks:
+                yield from read_csv_blocks(source, stream, options, counters)
+            elif file_format == "csv":
                 yield from read_csv(source, stream, options, counters)
             elif file_format == "jsonl":
                 yield from read_json_lines(source, stream, options, counters)

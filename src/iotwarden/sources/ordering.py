@@ -233,36 +233,28 @@ class Reorderer:
         event_time = item.time
         behind = buffer.latest - event_time
         if behind > self.lateness:
-            return [
-                self._too_late(
-                    item, f"{_seconds(behind)} s behind the device's latest time {format_time(buffer.latest)}"
-                )
-            ]
+            return [self.too_late(item, self.too_late_detail(behind, buffer.latest))]
 
         last_released = buffer.last_released
         if last_released is not None and event_time <= last_released.time:
             # Only after flush() or release_until(): the normal watermark
             # releases nothing this recent.
             if event_time == last_released.time:
-                return [self._duplicate(last_released, item)]
-            return [
-                self._too_late(
-                    item,
-                    f"a later observation of the device, at {format_time(last_released.time)}, was already released",
-                )
-            ]
+                return [self.duplicate(last_released, item)]
+            return [self.too_late(item, self.released_detail(last_released))]
 
         # Scan from the newest pending observation: late rows are usually recent.
         position = len(pending)
         while position > 0 and pending[position - 1].time > event_time:
             position -= 1
         if position > 0 and pending[position - 1].time == event_time:
-            return [self._duplicate(pending[position - 1], item)]
+            return [self.duplicate(pending[position - 1], item)]
         pending.insert(position, item)
         self.counters.reordered += 1
         return []
 
-    def _too_late(self, item: Observation, detail: str) -> Rejection:
+    def too_late(self, item: Observation, detail: str) -> Rejection:
+        """Count ``item`` as too late and return its rejection, with ``detail`` telling how late it is."""
         self.counters.too_late += 1
         return Rejection(
             item.source,
@@ -272,7 +264,16 @@ class Reorderer:
             raw=_describe(item),
         )
 
-    def _duplicate(self, first: Observation, item: Observation) -> Rejection:
+    def too_late_detail(self, behind: float, latest: float) -> str:
+        """Return the detail of :meth:`too_late` for an item ``behind`` seconds before the device's ``latest`` time."""
+        return f"{_seconds(behind)} s behind the device's latest time {format_time(latest)}"
+
+    def released_detail(self, released: Observation) -> str:
+        """Return the detail of :meth:`too_late` for an item older than the released ``released``."""
+        return f"a later observation of the device, at {format_time(released.time)}, was already released"
+
+    def duplicate(self, first: Observation, item: Observation) -> Rejection:
+        """Count ``item`` as a duplicate of ``first`` (exact or conflicting) and return its rejection."""
         differences = _differing_fields(first, item)
         if not differences:
             self.counters.duplicates += 1

@@ -1,0 +1,548 @@
+"""Per-device ordering of observation blocks, equal to :class:`Reorderer` item by item.
+
+:class:`BlockReorderer` keeps the state of a :class:`Reorderer` as arrays
+and applies its policy (see :mod:`iotwarden.sources.ordering`) to a whole
+:class:`~iotwarden.sources.blocks.ObservationBlock` at once. For every block
+it returns the observations that :meth:`Reorderer.push` would release while
+taking the block's items one by one, in the same order, and the same
+rejections. Because an observation leaves the reorderer at the first later
+observation of its device whose watermark (time minus the lateness bound)
+passes it, the release point of every row is found by a search within its
+device's rows, and no row is handled in Python unless its device has a row
+out of order in the block.
+
+The two forms share one state: :meth:`BlockReorderer.activate` takes over
+the state of the wrapped :class:`Reorderer`, and
+:meth:`BlockReorderer.deactivate` writes it back, so that items that come
+one by one, snapshots and restores go through the :class:`Reorderer` as
+before.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from iotwarden.observation import Observation, Rejection
+from iotwarden.sources.blocks import ObservationBlock
+from iotwarden.sources.ordering import Reorderer, _DeviceBuffer
+
+__all__ = ["BlockPush", "BlockReorderer", "RowTable"]
+
+logger = logging.getLogger(__name__)
+
+_NO_LINE = -1
+
+
+@dataclass
+class RowTable:
+    """Observation rows as columns, with device, source and layout codes of a :class:`BlockReorderer`.
+
+    ``values`` may have fewer columns than the reorderer has metrics; the
+    missing columns are absent metrics. ``layouts`` give the order of each
+    row's metrics, as in the file it came from. A line of -1 means none.
+    """
+
+    devices: np.ndarray
+    times: np.ndarray
+    lines: np.ndarray
+    sources: np.ndarray
+    layouts: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    @classmethod
+    def empty(cls, width: int) -> RowTable:
+        return cls(
+            devices=np.zeros(0, dtype=np.int32),
+            times=np.zeros(0, dtype=np.float64),
+            lines=np.zeros(0, dtype=np.int64),
+            sources=np.zeros(0, dtype=np.int32),
+            layouts=np.zeros(0, dtype=np.int32),
+            values=np.zeros((0, width), dtype=np.float64),
+        )
+
+    def take(self, rows: np.ndarray | slice) -> RowTable:
+        return RowTable(
+            self.devices[rows], self.times[rows], self.lines[rows], self.sources[rows], self.layouts[rows], self.values[rows]
+        )
+
+    def widened(self, width: int) -> RowTable:
+        """Return the table with ``width`` value columns."""
+        if self.values.shape[1] == width:
+            return self
+        values = np.full((len(self), width), np.nan)
+        values[:, : self.values.shape[1]] = self.values
+        return RowTable(self.devices, self.times, self.lines, self.sources, self.layouts, values)
+
+    @staticmethod
+    def concat(tables: Sequence[RowTable], width: int) -> RowTable:
+        """Return the rows of ``tables`` one after the other, with ``width`` value columns."""
+        if len(tables) == 1:
+            return tables[0].widened(width)
+        widened = [table.widened(width) for table in tables]
+        return RowTable(
+            np.concatenate([table.devices for table in widened]),
+            np.concatenate([table.times for table in widened]),
+            np.concatenate([table.lines for table in widened]),
+            np.concatenate([table.sources for table in widened]),
+            np.concatenate([table.layouts for table in widened]),
+            np.concatenate([table.values for table in widened]),
+        )
+
+
+@dataclass
+class BlockPush:
+    """Result of :meth:`BlockReorderer.push` for one block.
+
+    ``released`` are the released observations in release order, and
+    ``rejections`` the rows rejected as too late or as duplicates, each with
+    its position in the block.
+    """
+
+    released: RowTable
+    rejections: list[tuple[int, Rejection]]
+
+
+class BlockReorderer:
+    """The state of ``reorderer`` as arrays, for whole observation blocks; see the module documentation."""
+
+    def __init__(self, reorderer: Reorderer) -> None:
+        self.reorderer = reorderer
+        self.active = False
+        self.metric_names: list[str] = []
+        self._metric_index: dict[str, int] = {}
+        self.device_names: list[str] = []
+        self._device_index: dict[str, int] = {}
+        self.sources: list[str] = []
+        self._source_index: dict[str, int] = {}
+        self.layouts: list[tuple[str, ...]] = []
+        self._layout_index: dict[tuple[str, ...], int] = {}
+        self._layout_columns: list[list[tuple[str, int]]] = []
+        self._clear_devices()
+
+    @property
+    def width(self) -> int:
+        return len(self.metric_names)
+
+    def _clear_devices(self) -> None:
+        """Forget every device. The arrays below have one row per device code, with spare capacity."""
+        self.device_names = []
+        self._device_index = {}
+        self._device_name_array = np.zeros(0, dtype=object)
+        self.latest = np.zeros(0, dtype=np.float64)
+        self.has_last = np.zeros(0, dtype=bool)
+        self.last = _blank_rows(0, self.width)
+        self.pending = RowTable.empty(self.width)
+
+    # Switching between the two forms ------------------------------------------------------
+
+    def activate(self) -> bool:
+        """Take over the state of the wrapped reorderer, and return True.
+
+        Return False, and change nothing, when the reorderer keeps an
+        observation with attributes, which the arrays cannot represent.
+        """
+        if self.active:
+            return True
+        buffers = self.reorderer._devices
+        for buffer in buffers.values():
+            kept = [*buffer.pending, *([buffer.last_released] if buffer.last_released is not None else [])]
+            if any(observation.attributes for observation in kept):
+                return False
+        self._clear_devices()
+        pending: list[Observation] = []
+        last: list[Observation] = []
+        last_codes: list[int] = []
+        for device, buffer in buffers.items():
+            code = self.device_code(device)
+            self.latest[code] = buffer.latest
+            pending.extend(buffer.pending)
+            if buffer.last_released is not None:
+                last.append(buffer.last_released)
+                last_codes.append(code)
+        self.pending = self.table_of(pending)
+        if last_codes:
+            self._store_last(np.array(last_codes, dtype=np.int64), self.table_of(last))
+        # The arrays are now the only copy of the state, until deactivate() writes it back.
+        self.reorderer._devices = {}
+        self.active = True
+        return True
+
+    def deactivate(self) -> None:
+        """Write the state back into the wrapped reorderer and stop holding it."""
+        if not self.active:
+            return
+        pending = self.observations(self.pending)
+        by_device: list[list[Observation]] = [[] for _ in self.device_names]
+        for code, observation in zip(self.pending.devices.tolist(), pending):
+            by_device[code].append(observation)
+        last_rows = np.flatnonzero(self.has_last)
+        last = dict(zip(last_rows.tolist(), self.observations(self.last.take(last_rows))))
+        self.reorderer._devices = {
+            device: _DeviceBuffer(
+                latest=float(self.latest[code]), pending=deque(by_device[code]), last_released=last.get(code)
+            )
+            for code, device in enumerate(self.device_names)
+        }
+        self._clear_devices()
+        self.active = False
+
+    # Codes and conversions ---------------------------------------------------------------------
+
+    def metric_columns(self, names: Sequence[str]) -> np.ndarray:
+        """Return the value columns of ``names``, adding new names at the end."""
+        columns = []
+        for name in names:
+            column = self._metric_index.get(name)
+            if column is None:
+                column = self._metric_index[name] = len(self.metric_names)
+                self.metric_names.append(name)
+            columns.append(column)
+        return np.array(columns, dtype=np.intp)
+
+    def layout_code(self, names: tuple[str, ...]) -> int:
+        code = self._layout_index.get(names)
+        if code is None:
+            self.metric_columns(names)
+            code = self._layout_index[names] = len(self.layouts)
+            self.layouts.append(names)
+            self._layout_columns.append([(name, self._metric_index[name]) for name in names])
+        return code
+
+    def source_code(self, source: str) -> int:
+        code = self._source_index.get(source)
+        if code is None:
+            code = self._source_index[source] = len(self.sources)
+            self.sources.append(source)
+        return code
+
+    def device_code(self, device: str) -> int:
+        """Return the code of ``device``, registering it as a device without observations yet."""
+        code = self._device_index.get(device)
+        if code is not None:
+            return code
+        code = self._device_index[device] = len(self.device_names)
+        self.device_names.append(device)
+        capacity = len(self.latest)
+        if code >= capacity:
+            extra = max(capacity, 64)
+            self.latest = np.concatenate([self.latest, np.full(extra, -math.inf)])
+            self.has_last = np.concatenate([self.has_last, np.zeros(extra, dtype=bool)])
+            self.last = RowTable.concat([self.last, _blank_rows(extra, self.width)], self.width)
+        return code
+
+    def _store_last(self, codes: np.ndarray, rows: RowTable) -> None:
+        self.last = self.last.widened(self.width)
+        rows = rows.widened(self.width)
+        self.last.devices[codes] = rows.devices
+        self.last.times[codes] = rows.times
+        self.last.lines[codes] = rows.lines
+        self.last.sources[codes] = rows.sources
+        self.last.layouts[codes] = rows.layouts
+        self.last.values[codes] = rows.values
+        self.has_last[codes] = True
+
+    def table_of(self, observations: Sequence[Observation]) -> RowTable:
+        """Return observations without attributes as rows, registering their devices, metrics and sources."""
+        count = len(observations)
+        table = RowTable.empty(self.width)
+        if not count:
+            return table
+        layouts = [self.layout_code(tuple(observation.metrics)) for observation in observations]
+        values = np.full((count, self.width), np.nan)
+        for row, observation in enumerate(observations):
+            for name, value in observation.metrics.items():
+                values[row, self._metric_index[name]] = value
+        return RowTable(
+            devices=np.array([self.device_code(observation.device) for observation in observations], dtype=np.int32),
+            times=np.array([observation.time for observation in observations], dtype=np.float64),
+            lines=np.array(
+                [_NO_LINE if observation.line is None else observation.line for observation in observations],
+                dtype=np.int64,
+            ),
+            sources=np.array([self.source_code(observation.source) for observation in observations], dtype=np.int32),
+            layouts=np.array(layouts, dtype=np.int32),
+            values=values,
+        )
+
+    def observations(self, rows: RowTable) -> list[Observation]:
+        """Build the :class:`Observation` of each row, equal to the one the row-by-row path has."""
+        result = []
+        names = self.device_names
+        sources = self.sources
+        columns_of = self._layout_columns
+        width = rows.values.shape[1]
+        for device, time, line, source, layout, values in zip(
+            rows.devices.tolist(),
+            rows.times.tolist(),
+            rows.lines.tolist(),
+            rows.sources.tolist(),
+            rows.layouts.tolist(),
+            rows.values.tolist(),
+        ):
+            metrics = {}
+            for name, column in columns_of[layout]:
+                if column < width:
+                    value = values[column]
+                    if value == value:
+                        metrics[name] = value
+            result.append(Observation(names[device], time, metrics, {}, sources[source], None if line == _NO_LINE else line))
+        return result
+
+    def device_names_of(self, rows: RowTable) -> list[str]:
+        """Return the device id of each row."""
+        if len(self._device_name_array) != len(self.device_names):
+            self._device_name_array = np.array(self.device_names, dtype=object)
+        return self._device_name_array[rows.devices].tolist()
+
+    def origin(self, rows: RowTable, row: int) -> tuple[str, int | None]:
+        """Return the source and the line of one row."""
+        line = int(rows.lines[row])
+        return self.sources[int(rows.sources[row])], None if line == _NO_LINE else line
+
+    def block_rows(self, block: ObservationBlock) -> tuple[RowTable, np.ndarray]:
+        """Return the rows of ``block`` and their device codes, registering new devices in row order."""
+        columns = self.metric_columns(block.metric_names)
+        layout = self.layout_code(tuple(block.metric_names))
+        width = self.width
+        if len(columns) == width and np.array_equal(columns, np.arange(width)):
+            values = block.values
+        else:
+            values = np.full((block.row_count, width), np.nan)
+            values[:, columns] = block.values
+        distinct, first_rows = np.unique(block.devices, return_index=True)
+        mapping = np.zeros(len(block.device_names), dtype=np.int32)
+        for local in distinct[np.argsort(first_rows)].tolist():
+            mapping[local] = self.device_code(block.device_names[local])
+        codes = mapping[block.devices]
+        count = block.row_count
+        table = RowTable(
+            devices=codes,
+            times=block.times,
+            lines=block.lines,
+            sources=np.full(count, self.source_code(block.source), dtype=np.int32),
+            layouts=np.full(count, layout, dtype=np.int32),
+            values=values,
+        )
+        return table, codes
+
+    # Ordering ---------------------------------------------------------------------------
+
+    def push(self, block: ObservationBlock) -> BlockPush:
+        """Apply the ordering policy to the rows of ``block`` (the reorderer must be active)."""
+        if not self.active:
+            raise RuntimeError("the block reorderer is not active")
+        lateness = self.reorderer.lateness
+        rows, codes = self.block_rows(block)
+        self.pending = self.pending.widened(self.width)
+        self.last = self.last.widened(self.width)
+        times = rows.times
+        count = len(rows)
+
+        # Rows of a device in arrival order: each must be later than the one before.
+        by_device = _stable_order(codes)
+        sorted_codes = codes[by_device]
+        sorted_times = times[by_device]
+        first_of_device = np.ones(count, dtype=bool)
+        first_of_device[1:] = sorted_codes[1:] != sorted_codes[:-1]
+        before = np.empty(count, dtype=np.float64)
+        before[1:] = sorted_times[:-1]
+        before[first_of_device] = self.latest[sorted_codes[first_of_device]]
+        in_order = sorted_times > before
+
+        accepted = np.ones(count, dtype=bool)
+        triggers = np.ones(count, dtype=bool)
+        rejections: list[tuple[int, Rejection]] = []
+        late_rows = False
+        if not in_order.all():
+            disordered = np.unique(sorted_codes[~in_order])
+            late_rows = self._place_disordered(block, rows, by_device, sorted_codes, disordered, accepted, triggers, rejections)
+            rejections.sort(key=lambda entry: entry[0])
+
+        released, pending = self._release(rows, accepted, triggers, block.positions, lateness, late_rows)
+        self.pending = pending
+        return BlockPush(released=released, rejections=rejections)
+
+    def flush(self) -> RowTable:
+        """Release every pending row, in time order across devices, as :meth:`Reorderer.flush` does."""
+        pending = self.pending
+        order = np.lexsort((pending.devices, pending.times))
+        released = pending.take(order)
+        self._remember_last(released)
+        self.pending = RowTable.empty(self.width)
+        return released
+
+    def _place_disordered(
+        self,
+        block: ObservationBlock,
+        rows: RowTable,
+        by_device: np.ndarray,
+        sorted_codes: np.ndarray,
+        disordered: np.ndarray,
+        accepted: np.ndarray,
+        triggers: np.ndarray,
+        rejections: list[tuple[int, Rejection]],
+    ) -> bool:
+        """Apply :meth:`Reorderer.push` row by row to the devices with rows out of order.
+
+        Marks rejected rows in ``accepted`` and rows that do not advance
+        their device's clock in ``triggers``; returns True when a row was
+        put back in order.
+        """
+        reorderer = self.reorderer
+        lateness = reorderer.lateness
+        pending = self.pending
+        late_rows = False
+        starts = np.searchsorted(sorted_codes, disordered, side="left")
+        stops = np.searchsorted(sorted_codes, disordered, side="right")
+        pending_starts = np.searchsorted(pending.devices, disordered, side="left")
+        pending_stops = np.searchsorted(pending.devices, disordered, side="right")
+        for code, start, stop, pending_start, pending_stop in zip(
+            disordered.tolist(), starts.tolist(), stops.tolist(), pending_starts.tolist(), pending_stops.tolist()
+        ):
+            latest = float(self.latest[code])
+            # Times of the device's accepted observations, sorted, and where each came from.
+            accepted_times = pending.times[pending_start:pending_stop].tolist()
+            origins = [("pending", index) for index in range(pending_start, pending_stop)]
+            last = self.observations(self.last.take(np.array([code])))[0] if self.has_last[code] else None
+            for row in by_device[start:stop].tolist():
+                event_time = float(rows.times[row])
+                if event_time > latest:
+                    latest = event_time
+                    accepted_times.append(event_time)
+                    origins.append(("block", row))
+                    continue
+                accepted[row] = triggers[row] = False
+                item = block.observation(row)
+                behind = latest - event_time
+                if behind > lateness:
+                    rejections.append((int(block.positions[row]), reorderer.too_late(item, reorderer.too_late_detail(behind, latest))))
+                    continue
+                if last is not None and event_time <= last.time:
+                    # Only after a flush: see Reorderer._place_late.
+                    rejection = (
+                        reorderer.duplicate(last, item)
+                        if event_time == last.time
+                        else reorderer.too_late(item, reorderer.released_detail(last))
+                    )
+                    rejections.append((int(block.positions[row]), rejection))
+                    continue
+                # Released rows are older than event_time, so an equal time is still pending.
+                position = bisect.bisect_right(accepted_times, event_time)
+                if position > 0 and accepted_times[position - 1] == event_time:
+                    origin, index = origins[position - 1]
+                    first = self.observations(pending.take(np.array([index])))[0] if origin == "pending" else block.observation(index)
+                    rejections.append((int(block.positions[row]), reorderer.duplicate(first, item)))
+                    continue
+                accepted_times.insert(position, event_time)
+                origins.insert(position, ("block", row))
+                accepted[row] = True
+                reorderer.counters.reordered += 1
+                late_rows = True
+        return late_rows
+
+    def _release(
+        self,
+        rows: RowTable,
+        accepted: np.ndarray,
+        triggers: np.ndarray,
+        positions: np.ndarray,
+        lateness: float,
+        late_rows: bool,
+    ) -> tuple[RowTable, RowTable]:
+        """Return the released rows in release order and the rows still pending, sorted by device and time."""
+        accepted_rows = np.flatnonzero(accepted)
+        pending_count = len(self.pending)
+        candidates = RowTable.concat([self.pending, rows.take(accepted_rows)], self.width)
+        arrival = np.concatenate([np.full(pending_count, -1, dtype=np.int64), accepted_rows])
+        advances = np.concatenate([np.zeros(pending_count, dtype=bool), triggers[accepted_rows]])
+
+        order = _stable_order(candidates.devices)
+        codes = candidates.devices[order]
+        times = candidates.times[order]
+        arrival = arrival[order]
+        advances = advances[order]
+        total = len(order)
+        if total == 0:
+            return RowTable.empty(self.width), RowTable.empty(self.width)
+
+        # Group bounds of each element, in the order by device.
+        boundary = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+        group_starts = np.concatenate(([0], boundary))
+        group_stops = np.concatenate((boundary, [total]))
+        sizes = group_stops - group_starts
+        start_of = np.repeat(group_starts, sizes)
+        stop_of = np.repeat(group_stops, sizes)
+
+        # The watermark in force at each element: that of the latest advancing row up to it.
+        index = np.arange(total)
+        last_advance = np.maximum.accumulate(np.where(advances, index, -1))
+        watermark = np.where(last_advance >= start_of, times[np.maximum(last_advance, 0)] - lateness, -math.inf)
+
+        # The first later element of the same device whose watermark passes the element's time
+        # is the row that releases it; the watermark only grows within a device.
+        low = index + 1
+        high = stop_of.copy()
+        active = low < high
+        while active.any():
+            middle = np.minimum((low + high) // 2, total - 1)
+            passes = watermark[middle] > times
+            low = np.where(active & ~passes, middle + 1, low)
+            high = np.where(active & passes, middle, high)
+            active = low < high
+        released = low < stop_of
+
+        released_rows = np.flatnonzero(released)
+        release_at = positions[arrival[low[released_rows]]]
+        if late_rows:
+            release_order = np.lexsort((times[released_rows], release_at))
+        else:
+            release_order = np.argsort(release_at, kind="stable")
+        out = candidates.take(order[released_rows[release_order]])
+        self._remember_last(out)
+
+        # The device's latest time: that of its last row that advanced it.
+        last_in_group = last_advance[group_stops - 1]
+        advanced = last_in_group >= group_starts
+        self.latest[codes[group_starts[advanced]]] = times[last_in_group[advanced]]
+
+        still_pending = candidates.take(order[~released])
+        if late_rows:
+            still_pending = still_pending.take(np.lexsort((still_pending.times, still_pending.devices)))
+        return out, still_pending
+
+    def _remember_last(self, released: RowTable) -> None:
+        """Record the last released row of each device, as ``last_released``."""
+        if not len(released):
+            return
+        reversed_codes = released.devices[::-1]
+        codes, first_from_end = np.unique(reversed_codes, return_index=True)
+        last_rows = len(released) - 1 - first_from_end
+        self._store_last(codes.astype(np.int64), released.take(last_rows))
+
+
+def _blank_rows(count: int, width: int) -> RowTable:
+    return RowTable(
+        devices=np.zeros(count, dtype=np.int32),
+        times=np.zeros(count, dtype=np.float64),
+        lines=np.full(count, _NO_LINE, dtype=np.int64),
+        sources=np.zeros(count, dtype=np.int32),
+        layouts=np.zeros(count, dtype=np.int32),
+        values=np.full((count, width), np.nan),
+    )
+
+
+def _stable_order(codes: np.ndarray) -> np.ndarray:
+    """Return the stable sort order of device codes (a radix sort when they fit in 16 bits)."""
+    if len(codes) and int(codes.max()) < 2**15:
+        return np.argsort(codes.astype(np.int16), kind="stable")
+    return np.argsort(codes, kind="stable")
