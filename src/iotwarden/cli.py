@@ -75,6 +75,32 @@ def main() -> None:
 # detect ---------------------------------------------------------------------
 
 
+def attach_console_feeds(replay: Replay, store: Any) -> ObservationRecorder:
+    """Feed the console from a replay: suppressions in force, and a thinned history for its charts.
+
+    Analysts' suppressions apply from the start and again whenever they
+    change. After each batch the recorder keeps one observation per device
+    every 5 minutes of event time with its baseline band, written in
+    transactions of about 50,000 rows. Call ``flush()`` on the returned
+    recorder when the replay stops.
+    """
+    suppressions = SuppressionSync(store, replay.engine)
+    suppressions.refresh()
+    recorder = ObservationRecorder(store, replay.engine, min_interval=300.0, flush_rows=50_000)
+
+    def after_batch(batch: list[Observation]) -> None:
+        recorder.record(batch)
+        suppressions.refresh()
+
+    def after_columns(devices: list[str], times: Any, values: Any, metric_names: list[str]) -> None:
+        recorder.record_columns(devices, times, values, metric_names)
+        suppressions.refresh()
+
+    replay.after_batch = after_batch
+    replay.after_columns = after_columns
+    return recorder
+
+
 def _split(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -177,17 +203,7 @@ def detect(
         else:
             replay = Replay(Engine(config), **options)
 
-        # Analysts' suppressions apply from the start and whenever they change;
-        # a thinned history of observations feeds the console's charts.
-        suppressions = SuppressionSync(store, replay.engine)
-        suppressions.refresh()
-        recorder = ObservationRecorder(store, replay.engine)
-
-        def after_batch(batch: list[Observation]) -> None:
-            recorder.record(batch)
-            suppressions.refresh()
-
-        replay.after_batch = after_batch
+        recorder = attach_console_feeds(replay, store)
         run_id = store.start_run("detect " + " ".join(inputs))
         total = _input_size(inputs)
         with _progress(total) as advance, _stop_on_sigterm():
@@ -197,6 +213,8 @@ def detect(
                 summary = replay.summary
                 if state_path is None:
                     raise
+            finally:
+                recorder.flush()
         if state_path:
             replay.save_state(state_path)
         if responder is not None:

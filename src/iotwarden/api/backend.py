@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from iotwarden.api.history import baseline_bands, ensure_tables, observation_rates, recorded_series
+from iotwarden.api.history import baseline_bands, ensure_tables, observation_rates, recorded_metrics, recorded_series
 from iotwarden.api.timeutil import iso
 from iotwarden.api.tokens import TokenTable
 from iotwarden.decisions.alerts import Alert, Contribution
@@ -361,7 +361,7 @@ class Backend:
         with self.lock:
             row = self.store.connection.execute(
                 "SELECT MAX(t) FROM (SELECT MAX(COALESCE(end_time, time)) AS t FROM alerts "
-                "UNION ALL SELECT MAX(time) FROM api_observations)"
+                "UNION ALL SELECT MAX(time) FROM api_observation_rows)"
             ).fetchone()
         return None if row is None or row[0] is None else float(row[0])
 
@@ -424,7 +424,7 @@ class Backend:
                     item["awaiting_approval"] += int(count)
                 else:
                     item["active_actions"] += int(count)
-            for (device,) in connection.execute("SELECT DISTINCT device FROM api_observations"):
+            for (device,) in connection.execute("SELECT DISTINCT device FROM api_observation_rows"):
                 entry(device)
             engine = self.engine()
             if engine is not None:
@@ -443,9 +443,7 @@ class Backend:
         if engine is not None and device in engine.device_index:
             baseline = baseline_bands(engine, device)
         with self.lock:
-            metrics = [row[0] for row in self.store.connection.execute(
-                "SELECT DISTINCT metric FROM api_observations WHERE device = ? ORDER BY metric", (device,)
-            )]
+            metrics = recorded_metrics(self.store.connection, device)
         found["baseline"] = baseline
         found["baseline_source"] = (
             f"engine state {self.state_path.name}" if baseline is not None and self.state_path

@@ -52,6 +52,7 @@ _METRIC_CHANNELS = ("spike", "drift", "stuck", "range")
 _COHORT_MAX_WEIGHT = 10_000.0  # cohort statistics forget like an average of this many values
 _MAX_LEARNABLE_MAGNITUDE = 1e150
 _ROUTINE_MARGIN = 0.2
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 _SLOT_BITS = 32
 _SLOT_MASK = (1 << _SLOT_BITS) - 1
 # Stands in for the direction array of a round in which nothing opens.
@@ -617,6 +618,8 @@ class Engine:
         cohort = int(shard["cohort"][slot])
         expected = alert.metrics[0].expected
         excursion = abs(value - expected) if expected is not None and alert.baseline == "device" else None
+        # The routine range is stored as float32, so a larger peak is kept as float32's largest value.
+        value = min(max(value, -_FLOAT32_MAX), _FLOAT32_MAX)
         if direction > 0:
             shard["routine_up"][slot, column] = min(int(shard["routine_up"][slot, column]) + 1, 255)
             shard["routine_high"][slot, column] = max(float(shard["routine_high"][slot, column]), value)
