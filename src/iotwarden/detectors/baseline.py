@@ -181,6 +181,19 @@ def _score_kernel(x, count, mean_fast, scale_fast, mean_slow, scale_slow, own_re
 
 
 @numba.njit(cache=True, nogil=True)
+def _ewm_step(mean, var, slot, column, value, count, limit, alpha_floor):
+    """Apply one West step to one baseline cell, with the value clipped to ``limit`` from the mean once ``count >= 2``."""
+    alpha = max(1.0 / (count + 1.0), alpha_floor)
+    old = mean[slot, column]
+    target = value
+    if count >= 2:
+        target = min(max(value, old - limit), old + limit)
+    delta = target - old
+    mean[slot, column] = old + alpha * delta
+    var[slot, column] = (1.0 - alpha) * (var[slot, column] + alpha * delta * delta)
+
+
+@numba.njit(cache=True, nogil=True)
 def _learn_kernel(slots, x, learn, hold_slow, count, scale_fast, scale_slow, state_count, mean_fast, var_fast, mean_slow, var_slow, clip_sigma, fast_floor, slow_floor):
     """Update both baselines with West's exponentially weighted step.
 
@@ -198,23 +211,7 @@ def _learn_kernel(slots, x, learn, hold_slow, count, scale_fast, scale_slow, sta
                 continue
             value = x[row, column]
             c = count[row, column]
-            alpha = max(1.0 / (c + 1.0), fast_floor)
-            mean = mean_fast[slot, column]
-            target = value
-            if c >= 2:
-                limit = clip_sigma * scale_fast[row, column]
-                target = min(max(value, mean - limit), mean + limit)
-            delta = target - mean
-            mean_fast[slot, column] = mean + alpha * delta
-            var_fast[slot, column] = (1.0 - alpha) * (var_fast[slot, column] + alpha * delta * delta)
+            _ewm_step(mean_fast, var_fast, slot, column, value, c, clip_sigma * scale_fast[row, column], fast_floor)
             if not hold_slow[row, column]:
-                alpha = max(1.0 / (c + 1.0), slow_floor)
-                mean = mean_slow[slot, column]
-                target = value
-                if c >= 2:
-                    limit = clip_sigma * scale_slow[row, column]
-                    target = min(max(value, mean - limit), mean + limit)
-                delta = target - mean
-                mean_slow[slot, column] = mean + alpha * delta
-                var_slow[slot, column] = (1.0 - alpha) * (var_slow[slot, column] + alpha * delta * delta)
+                _ewm_step(mean_slow, var_slow, slot, column, value, c, clip_sigma * scale_slow[row, column], slow_floor)
             state_count[slot, column] = c + 1.0
