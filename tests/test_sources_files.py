@@ -243,7 +243,7 @@ def test_csv_single_decimal_comma_value_named(tmp_path: Path) -> None:
 
 def test_csv_without_device_column_is_an_error(tmp_path: Path) -> None:
     path = _write(tmp_path, "a.csv", "timestamp,value\n2024-05-01 10:00:00,3.5\n")
-    with pytest.raises(InvalidConfigError, match="no device column: .* set device_column, or device"):
+    with pytest.raises(InvalidConfigError, match=r"no device column: .* set the device column \(--device-column\), or the device id \(--device\)"):
         _read(path)
 
 

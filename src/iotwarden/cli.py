@@ -109,7 +109,7 @@ def _split(value: str | None) -> list[str] | None:
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--format", "input_format", help="Input format: csv, jsonl, mqtt, or a source format such as chirpstack or zeek (see --help of each); default: csv or jsonl from the file name or content.")
+@click.option("--format", "input_format", help="Input format: csv, jsonl, mqtt, or a source format such as chirpstack or zeek (docs/formats.md lists them); default: csv or jsonl from the file name or content.")
 @click.option("--device-column", help="Column or JSON field holding the device id.")
 @click.option("--device", help="Device id for every record (files of a single device).")
 @click.option("--time-column", help="Column of the event time; DATE,TIME for a date and a time column.")
@@ -356,7 +356,7 @@ def alerts_command(store_path: str | None, device: str | None, since: str | None
             alert.explanation,
         )
     console.print(table)
-    console.print(f"{len(found)} alerts", markup=False)
+    console.print(f"{len(found)} alert{'' if len(found) == 1 else 's'}", markup=False)
 
 
 # demo -----------------------------------------------------------------------

@@ -79,7 +79,7 @@ def run_demo(*, devices: int, hours: float, seed: int, folder: Path, store_path:
     console.print(f"Simulating {devices} devices for {hours:g} h with injected incidents (seed {seed}) ...")
     simulation = simulate_fleet(devices, hours, seed=seed)
     data_path, labels_path = write_csv(simulation, folder / "fleet.csv.gz")
-    console.print(f"  {len(simulation):,} readings written to {data_path.name}; the labels stay in a separate file")
+    console.print(f"  {len(simulation):,} readings simulated; the detector sees them without the incident labels")
 
     alerts: list[Alert] = []
 

@@ -65,6 +65,7 @@ def create_app(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            logger.info("stopped serving store %s", backend.path)
             # The backend stays open: a test client may start the app again. Whoever
             # created the app closes it with app.state.backend.close().
 

@@ -357,7 +357,16 @@ def ledger_verify(request: Request, token: Viewer) -> dict[str, Any]:
     api = backend(request)
     with api.lock:
         report = api.store.ledger.verify()
-    return {"ok": bool(report.ok), "report": str(report)}
+    return {
+        "ok": bool(report.ok),
+        "report": report.summary(),
+        "size": report.size,
+        "signed_size": report.signed_size,
+        "tree_heads_checked": report.tree_heads_checked,
+        "first_bad_index": report.first_bad_index,
+        "reason": report.reason,
+        "root_hash": report.root_hash.hex() if report.root_hash is not None else None,
+    }
 
 
 # Ranker and tokens -------------------------------------------------------------------------

@@ -140,7 +140,7 @@ class _CsvReader:
                 if device_index is None:
                     raise InvalidConfigError(
                         f"{self.source}: no device column: expected one of {', '.join(DEVICE_FIELDS)}; "
-                        f"columns are {', '.join(header)}; set device_column, or device for a single-device file"
+                        f"columns are {', '.join(header)}; set the device column (--device-column), or the device id (--device) for a single-device file"
                     )
 
         time_indexes = self._time_indexes(lookup, header)
