@@ -7,16 +7,21 @@ first message to its last processed one is measured. The publisher's speed
 therefore does not limit either consumer.
 
 * ceiling: a paho-mqtt 2.x client whose message callback only counts.
-* iotwarden: one ``iotwarden run`` process (``python -m iotwarden.service``),
-  clock ``event``, defaults otherwise; the time is taken from its status
-  file (first message received to last micro-batch scored).
+* iotwarden: one ``iotwarden run`` (``python -m iotwarden.service``, which
+  starts its receiver process), clock ``event``, defaults otherwise; the time
+  is taken from its status file (first message received to last
+  micro-batch scored).
 
 The broker is a private Mosquitto started by this script on a free loopback
 port, with ``max_queued_messages 0`` so the whole backlog is kept.
+``--repeat N`` measures N pairs, each on a new broker, and reports every
+pair and the pair with the median ratio (the higher of the two middle ones
+for an even N). The 1-minute load average before each pair shows how busy
+the machine was.
 
 Usage::
 
-    python benchmarks/mqtt_throughput.py [--json] [--messages N]
+    python benchmarks/mqtt_throughput.py [--json] [--messages N] [--repeat N]
 """
 
 from __future__ import annotations
@@ -48,30 +53,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=100_000, help="Messages in the stream (default 100000).")
     parser.add_argument("--devices", type=int, default=200, help="Simulated devices (default 200).")
+    parser.add_argument("--repeat", type=int, default=1, help="Pairs of measurements, each on a new broker (default 1).")
     parser.add_argument("--json", action="store_true", help="Print the result as one JSON object.")
     args = parser.parse_args()
 
     if shutil.which("mosquitto") is None:
         sys.exit("mosquitto not found on PATH; install it (Debian: apt-get install mosquitto)")
     payloads = _stream(args.messages, args.devices)
-    with tempfile.TemporaryDirectory(prefix="iotwarden-bench-") as folder:
-        work = Path(folder)
-        port = _free_port()
-        broker = _start_broker(work, port)
-        try:
-            ceiling = _bare_subscriber(port, payloads)
-            service = _service(work, port, payloads)
-        finally:
-            broker.terminate()
-            broker.wait(timeout=10)
+    runs = []
+    for _ in range(args.repeat):
+        load = os.getloadavg()[0]
+        with tempfile.TemporaryDirectory(prefix="iotwarden-bench-") as folder:
+            work = Path(folder)
+            port = _free_port()
+            broker = _start_broker(work, port)
+            try:
+                ceiling = _bare_subscriber(port, payloads)
+                service = _service(work, port, payloads)
+            finally:
+                broker.terminate()
+                broker.wait(timeout=10)
+        runs.append(
+            {
+                "load_average_1min": round(load, 2),
+                "ceiling_msg_per_s": round(ceiling),
+                "iotwarden_obs_per_s": round(service),
+                "ratio": round(service / ceiling, 3),
+            }
+        )
+    median = sorted(runs, key=lambda run: run["ratio"])[len(runs) // 2]
 
     result = {
         "messages": len(payloads),
         "devices": args.devices,
         "payload_bytes_mean": round(sum(len(p[1]) for p in payloads) / len(payloads), 1),
-        "ceiling_msg_per_s": round(ceiling),
-        "iotwarden_obs_per_s": round(service),
-        "ratio": round(service / ceiling, 3),
+        "ceiling_msg_per_s": median["ceiling_msg_per_s"],
+        "iotwarden_obs_per_s": median["iotwarden_obs_per_s"],
+        "ratio": median["ratio"],
+        "runs": runs,
         "python": platform.python_version(),
         "paho_mqtt": _version("paho-mqtt"),
         "mosquitto": subprocess.run(["mosquitto", "-h"], capture_output=True, text=True).stdout.splitlines()[0],

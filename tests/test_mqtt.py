@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -10,9 +12,11 @@ import pytest
 
 from iotwarden.errors import InvalidConfigError
 from iotwarden.service.config import build_service_config, load_service_config
+from iotwarden.observation import Rejection
 from iotwarden.service.intake import MessageQueue
+from iotwarden.service.receiver import MessageDecoder
 from iotwarden.service.traffic import BrokerTraffic, MosquittoLogFollower, parse_mosquitto_line
-from iotwarden.sources.mqtt import RecentMessages, TopicTemplate
+from iotwarden.sources.mqtt import BufferedSocket, RecentMessages, TopicTemplate, payload_digest
 
 
 def test_topic_template_filter_and_match() -> None:
@@ -115,9 +119,13 @@ def _message(number: int, size: int = 10) -> tuple:
     return (0, "t", b"x" * size, size, False, False, float(number))
 
 
+def _put(queue: MessageQueue, message: tuple) -> bool:
+    return queue.put(message, len(message[2]))
+
+
 def test_queue_drop_newest_counts() -> None:
     queue = MessageQueue(2, 10_000, "drop_newest")
-    results = [queue.put(_message(i)) for i in range(4)]
+    results = [_put(queue, _message(i)) for i in range(4)]
     assert results == [True, True, False, False]
     assert queue.dropped == 2
     assert [m[6] for m in queue.take(10, 0)] == [0.0, 1.0]
@@ -126,33 +134,33 @@ def test_queue_drop_newest_counts() -> None:
 def test_queue_drop_oldest_counts() -> None:
     queue = MessageQueue(2, 10_000, "drop_oldest")
     for i in range(4):
-        assert queue.put(_message(i))
+        assert _put(queue, _message(i))
     assert queue.dropped == 2
     assert [m[6] for m in queue.take(10, 0)] == [2.0, 3.0]
 
 
 def test_queue_bounded_by_bytes() -> None:
     queue = MessageQueue(100, 25, "drop_newest")
-    assert queue.put(_message(0))
-    assert queue.put(_message(1))
-    assert not queue.put(_message(2))
+    assert _put(queue, _message(0))
+    assert _put(queue, _message(1))
+    assert not _put(queue, _message(2))
     assert queue.queued_bytes == 20
 
 
 def test_queue_block_waits_then_drops() -> None:
     queue = MessageQueue(1, 10_000, "block", block_timeout=0.2)
-    assert queue.put(_message(0))
+    assert _put(queue, _message(0))
     started = time.monotonic()
-    assert not queue.put(_message(1))
+    assert not _put(queue, _message(1))
     assert time.monotonic() - started >= 0.19
     assert queue.dropped == 1
 
 
 def test_queue_block_resumes_when_consumer_takes() -> None:
     queue = MessageQueue(1, 10_000, "block", block_timeout=5)
-    queue.put(_message(0))
+    _put(queue, _message(0))
     threading.Timer(0.1, lambda: queue.take(1, 0)).start()
-    assert queue.put(_message(1))
+    assert _put(queue, _message(1))
     assert queue.dropped == 0
 
 
@@ -231,3 +239,64 @@ def test_log_follower_counts_appended_lines(tmp_path: Path) -> None:
     assert set(rows) == {"dev-7@broker", "127.0.0.1@broker"}
     assert rows["dev-7@broker"]["broker_connects"] == 1
     assert rows["127.0.0.1@broker"]["broker_auth_failures"] == 1
+
+
+def test_buffered_socket_serves_reads_from_buffer() -> None:
+    left, right = socket.socketpair()
+    left.setblocking(False)
+    buffered = BufferedSocket(left)
+    try:
+        right.sendall(b"\x30\x05hello\x40\x02")
+        time.sleep(0.05)
+        assert buffered.recv(1) == b"\x30"
+        assert buffered.pending() == 8
+        assert buffered.recv(1) == b"\x05"
+        assert buffered.recv(5) == b"hello"
+        # A request larger than the buffer returns what is buffered, without a socket read.
+        assert buffered.recv(10) == b"\x40\x02"
+        assert buffered.pending() == 0
+        with pytest.raises(BlockingIOError):
+            buffered.recv(1)
+        assert buffered.fileno() == left.fileno()
+        right.close()
+        time.sleep(0.05)
+        assert buffered.recv(1) == b""
+    finally:
+        left.close()
+        right.close()
+
+
+def _decoder(tmp_path: Path, **source: object) -> MessageDecoder:
+    data = {"state": str(tmp_path / "s.npz"), "sources": [{"type": "mqtt", **source}]}
+    return MessageDecoder(build_service_config(data, "c.yaml").sources[0])
+
+
+def test_decoder_maps_topic_and_payload(tmp_path: Path) -> None:
+    decoder = _decoder(tmp_path, topic="site/{device_type}/{device}/telemetry")
+    payload = json.dumps({"ts": 1714557600, "temperature": 21.5, "fw": "v1.2"}).encode()
+    entry = decoder.decode((0, "site/meter/m-7/telemetry", payload, len(payload), True, False, 1714557601.0))
+    index, topic, size, retain, dup, received, line, topic_device, digest, parsed = entry
+    assert (index, topic, size, retain, dup, received, line) == (0, "site/meter/m-7/telemetry", len(payload), True, False, 1714557601.0, 1)
+    assert topic_device == "m-7"
+    assert digest == payload_digest(payload)
+    assert parsed == ("m-7", 1714557600.0, {"temperature": 21.5}, {"fw": "v1.2", "device_type": "meter"})
+
+
+def test_decoder_keeps_issues_and_rejections(tmp_path: Path) -> None:
+    decoder = _decoder(tmp_path, topic="fleet/{device}/telemetry", time_fallback="reject", max_payload_bytes=64)
+    bad = b'{"temperature": 20'
+    entry = decoder.decode((0, "fleet/d1/telemetry", bad, len(bad), False, False, 1.0))
+    assert entry[6] == 1
+    assert len(entry[9]) == 1
+    assert type(entry[9][0]) is Rejection
+    assert entry[9][0].source == "mqtt://127.0.0.1:1883/fleet/d1/telemetry"
+
+    untimed = b'{"temperature": 20}'
+    rejected = decoder.decode((0, "fleet/d1/telemetry", untimed, len(untimed), False, False, 1.0))[9]
+    assert "missing time" in rejected[0].reason
+
+    oversize = decoder.decode((0, "fleet/d2/telemetry", None, 100_000, False, False, 1.0))
+    assert oversize[6] == 3
+    assert oversize[7] == "d2"
+    assert oversize[8] is None
+    assert oversize[9] is None

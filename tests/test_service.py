@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import shutil
 import signal
@@ -30,6 +31,8 @@ from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from iotwarden.engine import Engine  # noqa: E402
 from iotwarden.service.config import build_service_config  # noqa: E402
+from iotwarden.service import receiver as receiver_module  # noqa: E402
+from iotwarden.service.receiver import MessageDecoder, Receiver, ReceiverError  # noqa: E402
 from iotwarden.service.runner import Service, sidecar_path  # noqa: E402
 from iotwarden.simulate import simulate_fleet  # noqa: E402
 from iotwarden.store import AlertStore  # noqa: E402
@@ -169,19 +172,26 @@ def _config(tmp_path: Path, port: int, prefix: str, **overrides: Any) -> dict[st
 
 
 class RunningService:
-    """A Service running on a thread of the test process."""
+    """A Service running on a thread of the test process; ``error`` is what its run raised."""
 
     def __init__(self, data: dict[str, Any]) -> None:
         self.service = Service(build_service_config(data, "test.yaml"))
         self.stop_event = threading.Event()
-        self.thread = threading.Thread(target=self.service.run, args=(self.stop_event,))
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run)
         self.thread.start()
-        assert self.service.sources[0].source.wait_connected(10), "service did not connect to the broker"
+        assert self.service.sources[0].wait_connected(15), "service did not connect to the broker"
         time.sleep(0.3)  # the subscription is sent right after CONNACK
+
+    def _run(self) -> None:
+        try:
+            self.service.run(self.stop_event)
+        except BaseException as error:  # noqa: BLE001 - kept for the test to check
+            self.error = error
 
     def wait_messages(self, count: int, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
-        while self.service.counters.messages < count or len(self.service.queue):
+        while self.service.counters.messages < count or self.service.receiver.queue_depth:
             assert time.monotonic() < deadline, f"received {self.service.counters.messages} of {count} messages"
             time.sleep(0.05)
         time.sleep(0.2)
@@ -303,17 +313,17 @@ def test_broker_restart_loses_nothing(tmp_path: Path, private_broker: Callable[.
         broker.stop()
         broker.start()
         # iotwarden waits at least reconnect_min (6 s) before it reconnects.
-        assert not running.service.sources[0].source.connected
+        assert not running.service.sources[0].connected
         publisher = Publisher(broker.port)
         publisher.send(second)
         publisher.close()
-        assert not running.service.sources[0].source.connected, "published after iotwarden had reconnected"
+        assert not running.service.sources[0].connected, "published after iotwarden had reconnected"
         running.wait_messages(100)
     finally:
         running.stop()
 
     service = running.service
-    assert service.sources[0].source.connects == 2
+    assert service.sources[0].connects == 2
     assert service.counters.messages == 100
     assert service.counters.duplicates == 0
     assert service.engine.observations + service.reorderer.pending_count == 100
@@ -421,14 +431,16 @@ def test_retained_message_not_scored_twice(tmp_path: Path, broker_port: int, pre
 
 
 def test_redelivered_dup_not_scored_twice(tmp_path: Path) -> None:
-    service = Service(build_service_config(_config(tmp_path, 1, "dup"), "test.yaml"))
+    config = build_service_config(_config(tmp_path, 1, "dup"), "test.yaml")
+    service = Service(config)
+    decoder = MessageDecoder(config.sources[0])
     topic, payload = _reading("dup", "dev-1", BASE_TIME, temperature=21.0)
-    service._ingest((0, topic, payload, len(payload), False, False, time.time()))
-    service._ingest((0, topic, payload, len(payload), False, True, time.time()))
+    service._ingest(decoder.decode((0, topic, payload, len(payload), False, False, time.time())))
+    service._ingest(decoder.decode((0, topic, payload, len(payload), False, True, time.time())))
     untimed = b'{"temperature": 5.0}'
-    service._ingest((0, "dup/dev-2/telemetry", untimed, len(untimed), False, False, time.time()))
-    service._ingest((0, "dup/dev-2/telemetry", untimed, len(untimed), False, True, time.time() + 1))
-    service._ingest((0, "dup/dev-2/telemetry", untimed, len(untimed), False, False, time.time() + 2))
+    service._ingest(decoder.decode((0, "dup/dev-2/telemetry", untimed, len(untimed), False, False, time.time())))
+    service._ingest(decoder.decode((0, "dup/dev-2/telemetry", untimed, len(untimed), False, True, time.time() + 1)))
+    service._ingest(decoder.decode((0, "dup/dev-2/telemetry", untimed, len(untimed), False, False, time.time() + 2)))
     assert service.counters.duplicates == 2
     # dev-1 once; dev-2's first and third messages (no DUP flag, new receive times).
     assert service.reorderer.pending_count == 3
@@ -438,11 +450,13 @@ def test_redelivered_dup_not_scored_twice(tmp_path: Path) -> None:
 
 def test_traffic_features_reach_engine(tmp_path: Path) -> None:
     data = _config(tmp_path, 1, "tr", clock="wall", traffic={"enabled": True, "interval": 1})
-    service = Service(build_service_config(data, "test.yaml"))
+    config = build_service_config(data, "test.yaml")
+    service = Service(config)
+    decoder = MessageDecoder(config.sources[0])
     now = time.time()
     for number in range(3):
         payload = json.dumps({"ts": now + number, "temperature": 20.0}).encode()
-        service._ingest((0, "tr/dev-1/telemetry", payload, len(payload), False, False, now))
+        service._ingest(decoder.decode((0, "tr/dev-1/telemetry", payload, len(payload), False, False, now)))
     service.traffic.window_end = 0.0
     service._release_and_flush()
     assert "dev-1@broker" in service.engine.device_index
@@ -468,3 +482,234 @@ def test_run_rejects_invalid_config(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert f"{path}: key 'sources[0].port'" in result.stderr
+
+
+# The receiver process ---------------------------------------------------------
+
+
+def _wait_until(condition: Callable[[], bool], timeout: float, describe: Callable[[], str]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, describe()
+        time.sleep(0.05)
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+def test_killed_receiver_restarted_without_loss(
+    tmp_path: Path, private_broker: Callable[..., PrivateBroker], prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    broker = private_broker()
+    readings = [_reading(prefix, "dev-1", BASE_TIME + 60 * i, temperature=20.0 + i % 3) for i in range(60)]
+    running = RunningService(_config(tmp_path, broker.port, prefix))
+    publisher = Publisher(broker.port)
+    try:
+        publisher.send(readings[:20])
+        running.wait_messages(20)
+        receiver = running.service.receiver
+        pid = receiver.pid
+        assert pid is not None
+
+        # SIGTERM to the whole process group must not stop the receiver on its own.
+        os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
+        assert not _process_gone(pid)
+
+        os.kill(pid, signal.SIGKILL)
+        # Published while no receiver runs: the broker keeps them in the session.
+        publisher.send(readings[20:40])
+        _wait_until(
+            lambda: receiver.restarts == 1 and running.service.sources[0].connected,
+            20,
+            lambda: f"receiver not restarted: restarts {receiver.restarts}",
+        )
+        publisher.send(readings[40:])
+        running.wait_messages(60)
+    finally:
+        publisher.close()
+        running.stop()
+
+    service = running.service
+    assert running.error is None
+    assert service.receiver.pid != pid
+    assert service.counters.messages == 60
+    assert service.engine.observations + service.reorderer.pending_count == 60
+    assert f"the MQTT receiver process (pid {pid}) was killed by SIGKILL" in caplog.text
+    assert "restarting the MQTT receiver process" in caplog.text
+    # Records logged in the receiver process reach this process's loggers.
+    receiver_records = [record for record in caplog.records if record.name == "iotwarden.sources.mqtt"]
+    assert any("subscribed to" in record.getMessage() for record in receiver_records)
+
+
+def test_receiver_dying_repeatedly_stops_with_error(
+    tmp_path: Path, broker_port: int, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(receiver_module, "MAX_RESTARTS", 1)
+    monkeypatch.setattr(receiver_module, "RESTART_DELAY", 0.1)
+    running = RunningService(_config(tmp_path, broker_port, prefix))
+    publisher = Publisher(broker_port)
+    try:
+        publisher.send([_reading(prefix, "dev-1", BASE_TIME + 60 * i, temperature=20.0) for i in range(5)])
+        running.wait_messages(5)
+        receiver = running.service.receiver
+        os.kill(receiver.pid, signal.SIGKILL)
+        _wait_until(lambda: receiver.restarts == 1 and receiver.alive, 20, lambda: "receiver not restarted")
+        os.kill(receiver.pid, signal.SIGKILL)
+        running.thread.join(timeout=30)
+    finally:
+        publisher.close()
+        running.stop()
+
+    assert isinstance(running.error, ReceiverError)
+    assert "died 2 times" in str(running.error)
+    # The engine state is saved before the error is raised.
+    assert _saved_count(tmp_path / "state.npz") == 5
+
+
+def _receiver_config(tmp_path: Path, port: int, prefix: str, **overrides: Any) -> Any:
+    return build_service_config(_config(tmp_path, port, prefix, **overrides), "test.yaml")
+
+
+def _drain(receiver: Receiver, until: Callable[[list[Any]], bool], timeout: float = 30) -> list[Any]:
+    entries: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while not until(entries):
+        assert time.monotonic() < deadline, f"got {len(entries)} entries, {receiver.dropped} dropped"
+        entries.extend(receiver.take(5000, 0.1))
+    return entries
+
+
+def _stop_receiver(receiver: Receiver) -> None:
+    receiver.request_stop()
+    deadline = time.monotonic() + 30
+    while not receiver.finished:
+        assert time.monotonic() < deadline, "receiver process did not stop"
+        receiver.take(5000, 0.1)
+    receiver.close()
+
+
+@pytest.mark.parametrize("overflow", ["drop_newest", "drop_oldest"])
+def test_receiver_overflow_drops_counted(
+    tmp_path: Path, private_broker: Callable[..., PrivateBroker], prefix: str, overflow: str
+) -> None:
+    broker = private_broker(["max_queued_messages 0"])
+    total = 40_000
+    readings = [_reading(prefix, "dev-1", BASE_TIME + i, n=float(i)) for i in range(total)]
+    receiver = Receiver(_receiver_config(tmp_path, broker.port, prefix, queue_size=20, overflow=overflow))
+    receiver.start()
+    try:
+        _drain(receiver, lambda entries: receiver.sources[0].connected)
+        publisher = Publisher(broker.port)
+        publisher.send(readings, chunk=2000)
+        publisher.close()
+        # Nothing is read for a while: the pipe fills, then the queue, then the policy drops.
+        time.sleep(2)
+        entries = _drain(receiver, lambda entries: len(entries) + receiver.dropped >= total)
+        assert receiver.sources[0].messages == total
+    finally:
+        _stop_receiver(receiver)
+
+    numbers = [int(entry[9][2]["n"]) for entry in entries]
+    assert receiver.dropped > 0
+    assert len(entries) + receiver.dropped == total
+    assert numbers == sorted(set(numbers))
+    # At the end of the stream the pipe and the queue are full.
+    if overflow == "drop_newest":
+        assert numbers[0] == 0
+        assert numbers[-1] < total - 1
+    else:
+        assert numbers[-20:] == list(range(total - 20, total))
+
+
+def test_receiver_block_policy_waits_without_drops(
+    tmp_path: Path, private_broker: Callable[..., PrivateBroker], prefix: str
+) -> None:
+    broker = private_broker(["max_queued_messages 0"])
+    total = 40_000
+    readings = [_reading(prefix, "dev-1", BASE_TIME + i, n=float(i)) for i in range(total)]
+    config = _receiver_config(tmp_path, broker.port, prefix, queue_size=20, overflow="block", block_timeout=30)
+    receiver = Receiver(config)
+    receiver.start()
+    try:
+        _drain(receiver, lambda entries: receiver.sources[0].connected)
+        publisher = Publisher(broker.port)
+        publisher.send(readings, chunk=2000)
+        publisher.close()
+        time.sleep(2)
+        entries = _drain(receiver, lambda entries: len(entries) >= total)
+    finally:
+        _stop_receiver(receiver)
+    assert receiver.dropped == 0
+    assert [int(entry[9][2]["n"]) for entry in entries] == list(range(total))
+
+
+def test_sigterm_while_publishing_loses_nothing(
+    tmp_path: Path, private_broker: Callable[..., PrivateBroker], prefix: str
+) -> None:
+    broker = private_broker(["max_queued_messages 0"])
+    status = tmp_path / "status.json"
+    data = _config(tmp_path, broker.port, prefix, status_file=str(status), stats_interval=0.2)
+    config_path = tmp_path / "service.yaml"
+    config_path.write_text(json.dumps(data))
+    log_path = tmp_path / "service.log"
+    total = 2000
+    readings = [
+        _reading(prefix, f"dev-{i % 4}", BASE_TIME + 60 * (i // 4), temperature=20.0 + i % 5) for i in range(total)
+    ]
+
+    def publish() -> None:
+        publisher = Publisher(broker.port)
+        try:
+            publisher.send(readings, chunk=20)
+        finally:
+            publisher.close()
+
+    process = _start_subprocess(config_path, log_path)
+    try:
+        _wait_status(status, lambda s: all(source["connected"] for source in s["sources"]))
+        publishing = threading.Thread(target=publish)
+        publishing.start()
+        _wait_status(status, lambda s: s["messages"] >= 200)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0, log_path.read_text()
+    first = json.loads(status.read_text())
+    assert first["messages"] < total, "the stream ended before the stop; nothing was published across it"
+
+    status.unlink()
+    process = _start_subprocess(config_path, log_path)
+    try:
+        publishing.join(timeout=60)
+        assert not publishing.is_alive()
+        _wait_status(
+            status, lambda s: s["messages"] - s["duplicates"] >= total - first["messages"] + first["duplicates"], timeout=60
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=60)
+    assert process.returncode == 0, log_path.read_text()
+    assert _saved_count(tmp_path / "state.npz") == total
+
+
+def test_receiver_exits_when_service_killed(tmp_path: Path, broker_port: int, prefix: str) -> None:
+    status = tmp_path / "status.json"
+    data = _config(tmp_path, broker_port, prefix, status_file=str(status), stats_interval=0.2)
+    config_path = tmp_path / "service.yaml"
+    config_path.write_text(json.dumps(data))
+    log_path = tmp_path / "service.log"
+    process = _start_subprocess(config_path, log_path)
+    try:
+        current = _wait_status(status, lambda s: s["receiver"]["alive"] and s["sources"][0]["connected"])
+    finally:
+        process.kill()
+        process.communicate(timeout=30)
+    child = current["receiver"]["pid"]
+    _wait_until(lambda: _process_gone(child), 10, lambda: f"receiver process {child} still runs after the service was killed")

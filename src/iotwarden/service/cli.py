@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -15,6 +16,8 @@ from iotwarden.service.runner import Service
 __all__ = ["run"]
 
 logger = logging.getLogger(__name__)
+
+_GC_THRESHOLDS = (50_000, 20, 100)
 
 
 @click.command()
@@ -32,6 +35,11 @@ def run(config_path: str | None) -> None:
     """
     config = load_service_config(config_path)
     service = Service(config)
+    # The loop allocates several short-lived containers per message, almost
+    # none of them in reference cycles. Replaying benchmarks/mqtt_throughput.py's
+    # stream through this process's work, the cyclic collector took 20 to 25 %
+    # of the time with the default thresholds (700, 10, 10) and 2 to 3 % with these.
+    gc.set_threshold(*_GC_THRESHOLDS)
     stop = threading.Event()
 
     def request_stop(number: int, frame: FrameType | None) -> None:

@@ -1,4 +1,4 @@
-"""The bounded queue between the network threads and the engine thread.
+"""The bounded queue between the network threads and the forwarding thread of the receiver process.
 
 Back-pressure policy (``overflow`` in the configuration), applied when the
 queue contains ``queue_size`` messages or ``queue_max_bytes`` payload bytes:
@@ -23,16 +23,18 @@ import threading
 import time
 from collections import deque
 
+from typing import Any
+
 from iotwarden.errors import InvalidConfigError
-from iotwarden.sources.mqtt import RawMessage
 
 __all__ = ["MessageQueue"]
 
 
 class MessageQueue:
-    """A FIFO of raw messages bounded by count and by payload bytes.
+    """A FIFO of messages bounded by count and by payload bytes.
 
-    Many producers (network threads) and one consumer (the engine thread).
+    Many producers (network threads) and one consumer (the forwarding thread).
+    A message is any object; its payload size is given to :meth:`put`.
     """
 
     def __init__(self, max_messages: int, max_bytes: int, overflow: str = "block", block_timeout: float = 10.0) -> None:
@@ -44,7 +46,8 @@ class MessageQueue:
         self.block_timeout = block_timeout
         self.dropped = 0
         self.blocked_seconds = 0.0
-        self._items: deque[RawMessage] = deque()
+        self._items: deque[Any] = deque()
+        self._sizes: deque[int] = deque()
         self._bytes = 0
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
@@ -58,9 +61,8 @@ class MessageQueue:
         """Payload bytes currently queued."""
         return self._bytes
 
-    def put(self, message: RawMessage) -> bool:
-        """Queue one message; return False when the overflow policy dropped it."""
-        size = len(message[2]) if message[2] is not None else 0
+    def put(self, message: Any, size: int) -> bool:
+        """Queue one message whose payload has ``size`` bytes; return False when the overflow policy dropped it."""
         with self._lock:
             if not self._has_room(size):
                 if self.overflow == "drop_newest":
@@ -68,8 +70,8 @@ class MessageQueue:
                     return False
                 if self.overflow == "drop_oldest":
                     while self._items and not self._has_room(size):
-                        oldest = self._items.popleft()
-                        self._bytes -= len(oldest[2]) if oldest[2] is not None else 0
+                        self._items.popleft()
+                        self._bytes -= self._sizes.popleft()
                         self.dropped += 1
                 else:
                     started = time.monotonic()
@@ -83,11 +85,12 @@ class MessageQueue:
                         self._not_full.wait(remaining)
                     self.blocked_seconds += time.monotonic() - started
             self._items.append(message)
+            self._sizes.append(size)
             self._bytes += size
             self._not_empty.notify()
         return True
 
-    def take(self, max_items: int, timeout: float) -> list[RawMessage]:
+    def take(self, max_items: int, timeout: float) -> list[Any]:
         """Remove and return up to ``max_items`` messages, waiting up to ``timeout`` seconds for the first."""
         with self._lock:
             if not self._items and timeout > 0:
@@ -97,7 +100,8 @@ class MessageQueue:
             if count == 0:
                 return []
             taken = [items.popleft() for _ in range(count)]
-            self._bytes -= sum(len(message[2]) for message in taken if message[2] is not None)
+            sizes = self._sizes
+            self._bytes -= sum([sizes.popleft() for _ in range(count)])
             self._not_full.notify_all()
         return taken
 

@@ -1,14 +1,12 @@
 """The live service behind ``iotwarden run``: sources feeding the engine and the store.
 
-Threads: one paho network thread per MQTT source and one per followed log
-file put raw messages and events into a bounded :class:`MessageQueue`; the
-thread that calls :meth:`Service.run` (the main thread) does everything
-else: parsing, de-duplication, re-ordering, micro-batches, the engine, the
-store, the dead-letter file and the timers.
-
-NOTE: parsing and the engine share the GIL with paho's network threads, so
-one process sustains well below a bare paho subscriber's rate (see
-benchmarks/mqtt_throughput.py); a separate network process would lift that.
+Processes and threads: the MQTT sources run in a receiver process
+(:mod:`iotwarden.service.receiver`) that acknowledges, queues, decodes and
+maps every message and sends them here in batches; one thread per followed
+log file counts connection events. The thread that calls
+:meth:`Service.run` (the main thread) does everything else: de-duplication,
+re-ordering, micro-batches, the engine, the store, the dead-letter file and
+the timers.
 
 Micro-batches are cut by count (``batch_size`` observations) and by time
 (every ``flush_interval`` seconds), whichever comes first.
@@ -32,6 +30,7 @@ import json
 import logging
 import math
 import os
+import random
 import threading
 import time
 from collections import Counter
@@ -44,13 +43,11 @@ from iotwarden.engine import Engine
 from iotwarden.errors import IotwardenError
 from iotwarden.observation import FieldIssue, Observation, Rejection
 from iotwarden.service.config import ServiceConfig
-from iotwarden.service.intake import MessageQueue
+from iotwarden.service.receiver import Entry, Receiver, ReceiverError, SourceStatus
 from iotwarden.service.traffic import BrokerTraffic, MosquittoLogFollower
-from iotwarden.sources.counters import SourceCounters
 from iotwarden.sources.deadletter import DeadLetterWriter
-from iotwarden.sources.mqtt import MqttSource, RawMessage, RecentMessages, TopicTemplate, payload_digest
+from iotwarden.sources.mqtt import RecentMessages
 from iotwarden.sources.ordering import Reorderer
-from iotwarden.sources.payload import PayloadParser
 from iotwarden.api.history import ObservationRecorder
 from iotwarden.feedback.suppressions import SuppressionSync
 from iotwarden.response import Responder
@@ -82,22 +79,12 @@ class ServiceCounters:
     rejection_reasons: Counter[str] = field(default_factory=Counter)
 
 
-@dataclass
-class _SourceState:
-    source: MqttSource
-    parser: PayloadParser
-    templates: list[TopicTemplate]
-    counters: SourceCounters
-    receive_time_fallback: bool
-    sequence: int = 0
-    seen_connects: int = 0
-
-
 class Service:
     """One ``iotwarden run`` process; see the module documentation.
 
-    Builds the engine (from the state file when it exists), the store, the
-    dead-letter writer and the sources. Nothing connects before :meth:`run`.
+    Builds the engine (from the state file when it exists), the store and
+    the dead-letter writer. The receiver process starts, and connects, in
+    :meth:`run`.
     """
 
     def __init__(self, config: ServiceConfig) -> None:
@@ -111,24 +98,14 @@ class Service:
         self.last_batch_at: float | None = None
         self.engine = self._load_engine()
 
-        self.queue = MessageQueue(config.queue_size, config.queue_max_bytes, config.overflow, config.block_timeout)
-        self.sources: list[_SourceState] = []
-        for index, source_config in enumerate(config.sources):
-            source = MqttSource(source_config.settings, self.queue.put, index=index)
-            self.sources.append(
-                _SourceState(
-                    source,
-                    source_config.make_parser(),
-                    source.templates,
-                    SourceCounters(),
-                    receive_time_fallback=source_config.time_fallback == "receive",
-                )
-            )
+        self.receiver = Receiver(config)
+        self.sources: list[SourceStatus] = self.receiver.sources
+        self._seen_connects = [0] * len(self.sources)
         self.traffic: BrokerTraffic | None = None
         self.followers: list[MosquittoLogFollower] = []
         if config.traffic.enabled:
             self.traffic = BrokerTraffic(config.traffic.interval, config.traffic.device_suffix, with_events=bool(config.logs))
-            own_ids = frozenset(state.source.settings.client_id for state in self.sources)
+            own_ids = frozenset(source.settings.client_id for source in self.sources)
             for log in config.logs:
                 self.followers.append(
                     MosquittoLogFollower(
@@ -143,7 +120,9 @@ class Service:
         self.responder = Responder.from_file(self.store, config.policies) if config.policies else None
         self.suppressions = SuppressionSync(self.store, self.engine)
         self.suppressions.refresh()
-        self.recorder = ObservationRecorder(self.store, self.engine)
+        # Console history: one observation per device per minute, written at
+        # least every 2 s or every 5,000 rows, not once per batch.
+        self.recorder = ObservationRecorder(self.store, self.engine, flush_rows=5000, flush_seconds=2.0)
         self.dead_letters = DeadLetterWriter(config.dead_letter)
         self._logged_rejections = 0
         self._suppressed_rejections = 0
@@ -219,10 +198,10 @@ class Service:
             "iotwarden run started: store %s, state %s, dead letters %s, clock %s",
             config.store, config.state, config.dead_letter, config.clock,
         )
+        self._warm_up_engine()
         for follower in self.followers:
             follower.start()
-        for state in self.sources:
-            state.source.start()
+        self.receiver.start()
 
         now = time.monotonic()
         self._quiet_until = now + config.silence_grace
@@ -231,11 +210,12 @@ class Service:
         next_stats = now + config.stats_interval
         next_checkpoint = now + config.checkpoint_interval
         failed = False
+        receiver_error: ReceiverError | None = None
         try:
             while not stop.is_set():
                 timeout = max(0.0, next_flush - time.monotonic())
-                for message in self.queue.take(config.batch_size, timeout):
-                    self._ingest(message)
+                for entry in self.receiver.take(config.batch_size, timeout):
+                    self._ingest(entry)
                 now = time.monotonic()
                 if len(self.pending) < config.batch_size and now < next_flush:
                     continue
@@ -254,32 +234,72 @@ class Service:
                 if now >= next_checkpoint:
                     next_checkpoint = now + config.checkpoint_interval
                     self.save_state()
+        except ReceiverError as error:
+            # The engine state is intact, so it is saved before the error is raised.
+            receiver_error = error
+            logger.error("stopping: %s", error)
         except BaseException:
             failed = True
             logger.exception("iotwarden run failed; the engine state is not saved")
             raise
         finally:
             self._shutdown(run_id, save=not failed)
+        if receiver_error is not None:
+            raise receiver_error
         return self.counters
 
+    def _warm_up_engine(self) -> None:
+        """Score a small synthetic batch on a throwaway engine before subscribing.
+
+        The engine's numba kernels are loaded from numba's cache (0.2 s
+        measured), or compiled the first time, on first use. Doing it here
+        keeps that delay out of the message stream, while the broker still
+        stores the messages. A failure is logged and does not stop the start.
+
+        NOTE: nothing checks that the batch (4 devices, 3 metrics, 40 hourly
+        readings each) reaches every kernel. A kernel that only a rarer path
+        uses still loads on its first use.
+        """
+        started = time.perf_counter()
+        generator = random.Random(0)
+        batch = [
+            Observation(
+                f"warm-up-{device}",
+                3600.0 * step,
+                {"a": generator.gauss(10.0, 1.0), "b": generator.gauss(5.0, 1.0), "c": float(step % 3)},
+            )
+            for step in range(40)
+            for device in range(4)
+        ]
+        try:
+            Engine(self.engine.config).process_batch(batch)
+        except Exception:  # noqa: BLE001 - the kernels then load on first use
+            logger.warning("engine warm-up failed; the engine loads its kernels on first use", exc_info=True)
+            return
+        logger.info("engine kernels loaded in %.2f s", time.perf_counter() - started)
+
     def _shutdown(self, run_id: int, *, save: bool) -> None:
-        logger.info("stopping: disconnecting sources and draining %d queued messages", len(self.queue))
+        logger.info(
+            "stopping: disconnecting sources and draining about %d queued messages", self.receiver.queue_depth
+        )
         for follower in self.followers:
             follower.stop()
-        # Stop the sources on another thread while this one keeps draining, so
-        # a network thread blocked on a full queue can finish.
-        stopper = threading.Thread(target=self._stop_sources, name="stop-sources")
-        stopper.start()
-        while stopper.is_alive() or len(self.queue):
-            for message in self.queue.take(self.config.batch_size, 0.05):
-                self._ingest(message)
-            if len(self.pending) >= self.config.batch_size:
-                self._flush()
-        stopper.join()
+        # The receiver process disconnects and forwards the messages it still
+        # has; this thread keeps ingesting until its last batch has arrived.
+        try:
+            self.receiver.request_stop()
+            while not self.receiver.finished:
+                for entry in self.receiver.take(self.config.batch_size, 0.05):
+                    self._ingest(entry)
+                if len(self.pending) >= self.config.batch_size:
+                    self._flush()
+        finally:
+            self.receiver.close()
         try:
             if save:
                 self._flush()
                 self.save_state()
+            self.recorder.flush()
             self._report()
             self.store.finish_run(run_id, self.summary())
         finally:
@@ -292,50 +312,32 @@ class Service:
             self.counters.messages, self.counters.observations, self.counters.rejected, self.counters.alerts_opened,
         )
 
-    def _stop_sources(self) -> None:
-        for state in self.sources:
-            state.source.stop()
-
     # Per message --------------------------------------------------------------
 
-    def _ingest(self, message: RawMessage) -> None:
-        index, topic, payload, size, retain, dup, received = message
-        state = self.sources[index]
-        state.sequence += 1
-        line = state.sequence
+    def _ingest(self, entry: Entry) -> None:
+        index, topic, size, retain, dup, received, line, topic_device, digest, parsed = entry
         counters = self.counters
         counters.messages += 1
         if self.first_message_at is None:
             self.first_message_at = received
-        where = f"{state.source.settings.address}/{topic}"
-
-        captured: dict[str, str] | None = None
-        for template in state.templates:
-            captured = template.match(topic)
-            if captured is not None:
-                break
-        topic_device = captured.get("device") if captured else None
+        settings = self.sources[index].settings
+        where = f"{settings.address}/{topic}"
         traffic = self.traffic
 
-        if payload is None:
-            limit = state.source.settings.max_payload_bytes
+        if parsed is None:
+            limit = settings.max_payload_bytes
             reason = f"payload of {size} bytes is larger than max_payload_bytes ({limit}); rejected before decoding"
             self._reject(Rejection(where, line, None, reason, raw=f"<{size} bytes not kept>"), "too_large")
             if traffic is not None and topic_device is not None:
                 traffic.count_message(topic_device, topic, size, rejected=True)
             return
 
-        items = state.parser.parse_items(
-            payload,
-            source=where,
-            line=line,
-            device=topic_device,
-            fallback_time=received if state.receive_time_fallback else None,
-            counters=state.counters,
-        )
-        observation = items[-1]
-        if len(items) > 1 or type(observation) is not Observation:
-            for item in items:
+        if type(parsed) is tuple:
+            device, when, metrics, attributes = parsed
+            observation: Observation | FieldIssue | Rejection = Observation(device, when, metrics, attributes, where, line)
+        else:
+            observation = parsed[-1]
+            for item in parsed:
                 if type(item) is Rejection:
                     self._reject(item, "invalid_payload")
                 elif type(item) is FieldIssue:
@@ -346,10 +348,6 @@ class Service:
             if traffic is not None and topic_device is not None:
                 traffic.count_message(topic_device, topic, size, rejected=True)
             return
-        if captured is not None and len(captured) > 1:
-            for name, value in captured.items():
-                if name != "device":
-                    observation.attributes[name] = value
         if traffic is not None:
             traffic.count_message(observation.device, topic, size)
 
@@ -359,7 +357,7 @@ class Service:
             counters.retained_without_time += 1
             logger.debug("retained message on %s has no event time; not scored (its reading time is unknown)", where)
             return
-        key = (observation.device, observation.time if payload_time else None, payload_digest(payload))
+        key = (observation.device, observation.time if payload_time else None, digest)
         if (payload_time or retain or dup) and key in self.recent:
             counters.duplicates += 1
             logger.debug("message on %s already received (retained=%s, dup=%s); not scored again", where, retain, dup)
@@ -427,9 +425,9 @@ class Service:
     def _check_silence(self, now: float) -> None:
         if self.config.clock != "wall":
             return  # process_batch already checks silence against the latest event time
-        for state in self.sources:
-            if not state.source.connected or state.source.connects != state.seen_connects:
-                state.seen_connects = state.source.connects
+        for index, source in enumerate(self.sources):
+            if not source.connected or source.connects != self._seen_connects[index]:
+                self._seen_connects[index] = source.connects
                 self._quiet_until = now + self.config.silence_grace
         if now < self._quiet_until:
             return
@@ -460,7 +458,7 @@ class Service:
         self._suppressed_rejections = 0
         self._logged_rejections = 0
         self._log_window_start = now
-        dropped = self.queue.dropped
+        dropped = self.receiver.dropped
         if dropped > self._dropped_logged:
             logger.warning(
                 "dropped %d messages because the queue was full (overflow policy %s); %d dropped since start",
@@ -493,8 +491,14 @@ class Service:
             "field_issues": counters.field_issues,
             "duplicates": counters.duplicates,
             "retained_without_time": counters.retained_without_time,
-            "dropped": self.queue.dropped,
-            "queue_depth": len(self.queue),
+            "dropped": self.receiver.dropped,
+            "queue_depth": self.receiver.queue_depth,
+            "receiver": {
+                "pid": self.receiver.pid,
+                "alive": self.receiver.alive,
+                "restarts": self.receiver.restarts,
+                "lost": self.receiver.lost,
+            },
             "traffic_observations": counters.traffic_observations,
             "alerts_opened": counters.alerts_opened,
             "alerts_closed": counters.alerts_closed,
@@ -503,13 +507,13 @@ class Service:
             "last_batch_at": self.last_batch_at,
             "sources": [
                 {
-                    "address": state.source.settings.address,
-                    "client_id": state.source.settings.client_id,
-                    "connected": state.source.connected,
-                    "connects": state.source.connects,
-                    "messages": state.source.messages,
+                    "address": source.settings.address,
+                    "client_id": source.settings.client_id,
+                    "connected": source.connected,
+                    "connects": source.connects,
+                    "messages": source.messages,
                 }
-                for state in self.sources
+                for source in self.sources
             ],
         }
 
