@@ -81,12 +81,12 @@ def attach_console_feeds(replay: Replay, store: Any) -> ObservationRecorder:
     Analysts' suppressions apply from the start and again whenever they
     change. After each batch the recorder keeps one observation per device
     every 5 minutes of event time with its baseline band, written in
-    transactions of about 50,000 rows. Call ``flush()`` on the returned
-    recorder when the replay stops.
+    transactions of about 50,000 rows or every 5 s. Call ``flush()`` on the
+    returned recorder when the replay stops.
     """
     suppressions = SuppressionSync(store, replay.engine)
     suppressions.refresh()
-    recorder = ObservationRecorder(store, replay.engine, min_interval=300.0, flush_rows=50_000)
+    recorder = ObservationRecorder(store, replay.engine, min_interval=300.0, flush_rows=50_000, flush_seconds=5.0)
 
     def after_batch(batch: list[Observation]) -> None:
         recorder.record(batch)

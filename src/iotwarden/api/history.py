@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -111,19 +112,24 @@ class ObservationRecorder:
             many seconds of event time.
         retention: Delete a device's rows older than this many seconds of
             event time behind its latest kept observation.
-        flush_rows: Hold rows in memory until this many are pending, then
-            write them in one transaction; 0 writes every batch at once.
-            With more than 0, call :meth:`flush` at the end.
+        flush_rows: Hold rows in memory until this many are pending, or
+            until ``flush_seconds`` of wall-clock time passed since the last
+            write, then write them in one transaction; 0 writes every batch
+            at once. With more than 0, call :meth:`flush` at the end.
+        flush_seconds: See ``flush_rows``; 0 sets no time limit.
     """
 
     def __init__(
         self, store: Any, engine: Any, *, min_interval: float = 60.0, retention: float = 2 * 86400.0, flush_rows: int = 0,
+        flush_seconds: float = 0.0,
     ) -> None:
         self.connection: sqlite3.Connection = store if isinstance(store, sqlite3.Connection) else store.connection
         self.engine = engine
         self.min_interval = min_interval
         self.retention = retention
         self.flush_rows = flush_rows
+        self.flush_seconds = flush_seconds
+        self._flushed_at = time.monotonic()
         self._last_kept: dict[str, float] = {}
         self._pending: list[tuple[Any, ...]] = []
         self._pending_hours: dict[float, int] = {}
@@ -160,7 +166,8 @@ class ObservationRecorder:
         rows = self._rows(devices, times, values, metric_names, kept) if kept else []
         self._pending.extend(rows)
         self._batches += 1
-        if len(self._pending) >= self.flush_rows:
+        overdue = self.flush_seconds > 0 and time.monotonic() - self._flushed_at >= self.flush_seconds
+        if len(self._pending) >= self.flush_rows or overdue:
             self.flush()
         return len(rows)
 
@@ -178,6 +185,7 @@ class ObservationRecorder:
                 self._pruned_at = self._batches
         self._pending = []
         self._pending_hours = {}
+        self._flushed_at = time.monotonic()
 
     def _thin(self, devices: Sequence[str], times: np.ndarray) -> list[int]:
         """Return the rows to keep: at most one per device every ``min_interval`` seconds."""
