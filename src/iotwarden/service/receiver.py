@@ -525,12 +525,7 @@ class Receiver:
         """Wait for the receiver process to end (killing it when it does not) and close the pipe."""
         process = self._process
         if process is not None:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                logger.error("the MQTT receiver process (pid %d) did not exit; killing it", process.pid)
-                process.kill()
-                process.wait(timeout=10)
+            _reap(process, "did not exit")
         self._close_pipes()
         self._process = None
         for source in self.sources:
@@ -581,12 +576,7 @@ class Receiver:
         clean = self._final
         self._close_pipes()
         if process is not None:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                logger.error("the MQTT receiver process (pid %d) closed its pipe but did not exit; killing it", process.pid)
-                process.kill()
-                process.wait(timeout=10)
+            _reap(process, "closed its pipe but did not exit")
         self._process = None
         for source in self.sources:
             source.new_process()
@@ -642,6 +632,16 @@ def _describe_exit(code: int | None) -> str:
         except ValueError:
             return f"was killed by signal {-code}"
     return f"exited with code {code}"
+
+
+def _reap(process: subprocess.Popen[bytes], problem: str) -> None:
+    """Wait up to 10 s for the receiver process to exit, then kill it, logging ``problem``."""
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        logger.error("the MQTT receiver process (pid %d) %s; killing it", process.pid, problem)
+        process.kill()
+        process.wait(timeout=10)
 
 
 if __name__ == "__main__":
