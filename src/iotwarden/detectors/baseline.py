@@ -25,17 +25,12 @@ from iotwarden.detectors.base import Detector, DetectorScore, RoundView
 from iotwarden.engine.config import EngineConfig
 from iotwarden.engine.state import ArraySpec, ShardState
 
-__all__ = ["BaselineDetector", "ewm_alpha", "ewm_floor", "predictive_scale"]
+__all__ = ["BaselineDetector", "ewm_floor", "gather_baselines", "predictive_scale", "scale_of"]
 
 
 def ewm_floor(halflife: float) -> float:
-    """Weight of a new value once a baseline is older than its half-life."""
+    """Return the smallest weight of a new value: ``1/(n+1)`` at first, never below this."""
     return 1.0 - 2.0 ** (-1.0 / halflife)
-
-
-def ewm_alpha(count: np.ndarray, halflife: float) -> np.ndarray:
-    """Weight of a new value: ``1/(n+1)`` at first, then the half-life's."""
-    return np.maximum(1.0 / (count + 1.0), ewm_floor(halflife))
 
 
 @numba.njit(cache=True, nogil=True)

@@ -25,10 +25,10 @@ import numpy as np
 from iotwarden.decisions.alerts import Alert, Contribution, severity_for
 from iotwarden.decisions.book import AlertBook
 from iotwarden.decisions.suppression import Suppression
-from iotwarden.decisions.calibration import MAX_SURPRISE, bonferroni, zero_nan
+from iotwarden.decisions.calibration import MAX_SURPRISE, zero_nan
 from iotwarden.decisions import explain
 from iotwarden.detectors.base import DetectorScore, RoundView
-from iotwarden.detectors.baseline import BaselineDetector, ewm_alpha, ewm_floor, gather_baselines
+from iotwarden.detectors.baseline import BaselineDetector, ewm_floor, gather_baselines
 from iotwarden.detectors.correlation import CorrelationDetector
 from iotwarden.detectors.drift import DriftDetector
 from iotwarden.detectors.liveness import RATE_METRIC_FLOORS, RATE_METRICS, LivenessTracker
