@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from iotwarden.decisions.alerts import Alert
+from iotwarden.decisions.alerts import SEVERITY_SCORES, Alert
 from iotwarden.engine import Engine
 from iotwarden.errors import InvalidConfigError
 from iotwarden.observation import Observation, Rejection
@@ -100,6 +100,10 @@ def test_simulated_fleet_incidents_detected(tmp_path: Path) -> None:
     victims = {i.kind: i.iccid for i in fleet.incidents}
     categories = {(a.device, a.category) for a in alerts}
     assert (victims["sim_swap"], "sim_swap") in categories
+    rule_alerts = [a for a in alerts if a.detector == "sim_rules"]
+    assert rule_alerts
+    # Rule alerts rank by severity in score-ordered lists.
+    assert all(a.score == SEVERITY_SCORES[a.severity] for a in rule_alerts)
     assert (victims["roaming"], "new_network") in categories
     spiked = {a.device for a in alerts if a.category in ("spike", "drift")}
     assert victims["usage_spike"] in spiked

@@ -8,9 +8,13 @@ from typing import Any
 
 from iotwarden.observation import format_time, parse_time
 
-__all__ = ["Alert", "Contribution", "SEVERITIES", "severity_for"]
+__all__ = ["Alert", "Contribution", "SEVERITIES", "SEVERITY_SCORES", "severity_for"]
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
+
+# Rules give no probability, so a rule alert's score follows its severity, on
+# the scale that severity_for uses at the default threshold of 6.
+SEVERITY_SCORES = {"info": 0.0, "low": 6.0, "medium": 9.0, "high": 12.0, "critical": 18.0}
 
 
 @dataclass(slots=True)

@@ -46,7 +46,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from iotwarden.decisions.alerts import Alert, Contribution
+from iotwarden.decisions.alerts import SEVERITY_SCORES, Alert, Contribution
 from iotwarden.errors import InvalidConfigError, InvalidRecordError
 from iotwarden.observation import Observation, Rejection, format_time
 from iotwarden.sources.files import open_text
@@ -362,8 +362,9 @@ class SimWatcher:
 
     def _alert(self, record: SimRecord, category: str, severity: str, text: str, details: dict[str, Any]) -> Alert:
         return Alert(
-            device=record.iccid, time=record.start, category=category, severity=severity, score=0.0, detector="sim_rules",
-            metrics=[Contribution(category, None, None, None, None, 0.0)], explanation=text, cohort="sim",
+            device=record.iccid, time=record.start, category=category, severity=severity, score=SEVERITY_SCORES[severity],
+            detector="sim_rules", metrics=[Contribution(category, None, None, None, None, SEVERITY_SCORES[severity])],
+            explanation=text, cohort="sim",
             end_time=record.start, close_reason="rule alert", source=record.source, line=record.line, details=details,
         )
 

@@ -13,15 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from iotwarden.decisions.alerts import SEVERITIES, Alert, Contribution
+from iotwarden.decisions.alerts import SEVERITIES, SEVERITY_SCORES, Alert, Contribution
 
 __all__ = ["DETECTOR", "EpisodeBook", "SEVERITY_SCORES", "describe_duration"]
 
 DETECTOR = "lorawan"
 
-# Rules give no probability, so an alert's score follows its severity, on the
-# scale that severity_for uses at the default threshold of 6.
-SEVERITY_SCORES = {"info": 0.0, "low": 6.0, "medium": 9.0, "high": 12.0, "critical": 18.0}
 
 
 @dataclass(slots=True)
