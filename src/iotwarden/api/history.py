@@ -4,11 +4,11 @@ The engine keeps no history, so a detector that wants device charts in the
 console records a thinned copy of what it scores: :class:`ObservationRecorder`
 writes table ``api_observation_rows`` and ``api_observation_rate``
 (observations per hour of event time). Each row of the first is one kept
-observation of one device: ``names`` lists metric names separated by
-newlines, and ``data`` holds, for each name in order, four little-endian
-float64 values: the value (NaN where the observation lacks that metric) and
-the slow baseline's mean, low and high after that batch (NaN where there is
-no baseline yet). Binary rows are far cheaper to write than the same
+observation of one device. Column ``names`` lists metric names separated by
+newlines. Column ``data`` contains four little-endian float64 values for
+each name in order: the value (NaN where the observation lacks that metric)
+and the slow baseline's mean, low and high after that batch (NaN where there
+is no baseline yet). Binary rows are far cheaper to write than the same
 numbers as JSON text, which cost more than scoring the observation. Call
 ``recorder.record(batch)`` right after ``engine.process_batch(batch)``, or
 ``recorder.record_columns(...)`` after ``engine.process_arrays(...)`` with

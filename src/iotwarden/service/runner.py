@@ -392,7 +392,7 @@ class Service:
     # Timers -------------------------------------------------------------------
 
     def clock(self) -> float:
-        """The service clock in epoch seconds: wall time, or the latest event time (see the module documentation)."""
+        """Return the service clock in epoch seconds: wall time, or the latest event time (see the module documentation)."""
         if self.config.clock == "wall":
             return time.time()
         return self.max_event_time
