@@ -620,10 +620,12 @@ def test_receiver_overflow_drops_counted(
     assert receiver.dropped > 0
     assert len(entries) + receiver.dropped == total
     assert numbers == sorted(set(numbers))
-    # At the end of the stream the pipe and the queue are full.
+    # At the end of the stream the pipe and the queue are full, so newest
+    # messages are dropped. The forwarder may free a slot just as the very
+    # last one arrives, so the check looks at the last 1,000.
     if overflow == "drop_newest":
         assert numbers[0] == 0
-        assert numbers[-1] < total - 1
+        assert not set(range(total - 1000, total)) <= set(numbers)
     else:
         assert numbers[-20:] == list(range(total - 20, total))
 
