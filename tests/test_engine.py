@@ -161,6 +161,30 @@ def test_slow_ramp_raises_drift():
     assert [alert for alert in value_alerts(alerts) if alert.time < T0 + 2400 * MINUTE] == []
 
 
+def test_drift_spread_through_daily_swings():
+    # An hourly room temperature with a daily swing of varying size and
+    # autocorrelated noise: its level wanders far from the slow mean every day.
+    rng = np.random.default_rng(5)
+    n = 4000
+    hours = np.arange(n)
+    noise = np.zeros(n)
+    for i in range(1, n):
+        noise[i] = 0.9 * noise[i - 1] + rng.normal(0, 0.5)
+    amplitude = 3.0 * (0.5 + rng.random(n // 24 + 1))[hours // 24]
+    values = list(20.0 + amplitude * np.sin(2 * np.pi * hours / 24) + noise)
+
+    def drift_alerts(config: EngineConfig) -> int:
+        alerts, _ = run(Engine(config), stream("room", {"temperature_c": values}, step=3600.0))
+        return sum(alert.category == "drift" for alert in alerts)
+
+    # By default the drift spread learns only where no drift is suspected, so
+    # it misses the far half of each swing and some swings alert as drift.
+    calm_only = drift_alerts(EngineConfig())
+    through_swings = drift_alerts(EngineConfig(drift_learn_below=4.5))
+    assert calm_only >= 3
+    assert through_swings < calm_only
+
+
 def test_stuck_sensor_alerts():
     values = normal(12, 300, 21.0, 0.2)
     values[200:260] = [21.37] * 60
@@ -339,6 +363,8 @@ def test_state_under_two_kilobytes_per_device():
 def test_invalid_config_names_setting():
     with pytest.raises(InvalidConfigError, match=r"sensitivity must be one of \['high', 'low', 'medium'\], got 'extreme'"):
         EngineConfig(sensitivity="extreme")  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfigError, match="drift_learn_below must be a surprise > 0, got 0"):
+        EngineConfig(drift_learn_below=0)
     with pytest.raises(InvalidConfigError, match="unknown engine setting"):
         EngineConfig.from_dict({"warmup": 5, "colour": "red"})
 

@@ -79,7 +79,6 @@ def test_nab_engine_run(datasets_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="NOTE: the engine scores 57.8 (standard), below the floor of 60; see docs/benchmarks.md")
 def test_nab_standard_floor(datasets_dir):
     report = engine_nab_report(datasets_dir / "nab")
     assert report.results["standard"].score >= 60.0

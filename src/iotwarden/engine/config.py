@@ -36,6 +36,13 @@ class EngineConfig:
             ``cohort_min_devices`` devices, before it can score new devices.
         drift_warmup: Seconds of a device's history before drift is scored;
             it should span the signal's slowest normal rhythm (a day).
+        drift_learn_below: Drift surprise below which the spread of the drift
+            statistic keeps learning. The default learns only where no drift
+            is suspected (p > 0.05), so a slow ramp cannot widen the spread.
+            A higher value (4.5) lets a series whose level swings (a daily
+            cycle) learn how far it swings, so fewer swings alert as drift,
+            but a slow ramp then widens the spread as it grows and may never
+            alert.
         routine_after: Closed alert episodes in the same direction after
             which an excursion no larger than those is routine: it no longer
             opens an alert (a tracker that drives every day, a thermostat's
@@ -87,6 +94,7 @@ class EngineConfig:
     cohort_warmup: int = 100
     cohort_min_devices: int = 3
     drift_warmup: float = 86400.0
+    drift_learn_below: float = 1.3
     routine_after: int | None = 2
     fast_halflife: float = 15.0
     slow_halflife: float = 400.0
@@ -120,6 +128,7 @@ class EngineConfig:
         _require(self.cohort_warmup >= 1, "cohort_warmup", "an integer >= 1", self.cohort_warmup)
         _require(self.cohort_min_devices >= 1, "cohort_min_devices", "an integer >= 1", self.cohort_min_devices)
         _require(self.drift_warmup >= 0, "drift_warmup", "a number of seconds >= 0", self.drift_warmup)
+        _require(self.drift_learn_below > 0, "drift_learn_below", "a surprise > 0", self.drift_learn_below)
         _require(self.routine_after is None or self.routine_after >= 1, "routine_after", "an integer >= 1 or None (never routine)", self.routine_after)
         _require(self.fast_halflife > 0, "fast_halflife", "a number > 0", self.fast_halflife)
         _require(

@@ -425,7 +425,7 @@ class Engine:
 
         multivariate_flag = multivariate.surprise[:, 0] >= threshold
         self.baseline.learn(shard, view, learn)
-        self.drift.learn(shard, view, learn & ~hold_slow)
+        self.drift.learn(shard, view, learn & ~(drift.surprise >= config.drift_learn_below))
         self.stuck.learn(shard, view, learn)
         self.correlation.learn(shard, view, learn & ~multivariate_flag[:, None])
         self._learn_cohorts(shard, view, learn)
