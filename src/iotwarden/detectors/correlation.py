@@ -173,10 +173,10 @@ def _learn_kernel(slots, x, learn, long_ready, derived, count, mean_fast, scale_
     n, m = x.shape
     n_pairs = pair_i.shape[0]
     pair_floor = np.float32(alpha_floor)
+    usable = np.zeros(m, dtype=np.bool_)
+    powered = np.zeros(m, dtype=np.bool_)
     for row in range(n):
         slot = slots[row]
-        usable = np.zeros(m, dtype=np.bool_)
-        powered = np.zeros(m, dtype=np.bool_)
         for column in range(m):
             usable[column] = learn[row, column] and long_ready[row, column] and not derived[column]
             # Pairs use the power from before this update.
