@@ -365,6 +365,12 @@ def test_invalid_config_names_setting():
         EngineConfig(sensitivity="extreme")  # type: ignore[arg-type]
     with pytest.raises(InvalidConfigError, match="drift_learn_below must be a surprise > 0, got 0"):
         EngineConfig(drift_learn_below=0)
+    with pytest.raises(InvalidConfigError, match="drift_learn_below must be a number, got '4.5'"):
+        EngineConfig.from_dict({"drift_learn_below": "4.5"})
+    with pytest.raises(InvalidConfigError, match="warmup must be a number, got None"):
+        EngineConfig(warmup=None)
+    with pytest.raises(InvalidConfigError, match="rate_features must be true or false, got 'no'"):
+        EngineConfig(rate_features="no")
     with pytest.raises(InvalidConfigError, match="unknown engine setting"):
         EngineConfig.from_dict({"warmup": 5, "colour": "red"})
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import numpy as np
 
 from iotwarden.errors import InvalidConfigError
 
@@ -119,6 +122,13 @@ class EngineConfig:
     batch_size: int = 4096
 
     def __post_init__(self) -> None:
+        for setting in dataclasses.fields(self):
+            value = getattr(self, setting.name)
+            if setting.type in _NUMBER_TYPES and not (value is None and "None" in setting.type):
+                number = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+                _require(number, setting.name, "a number", value)
+            elif setting.type == "bool":
+                _require(isinstance(value, (bool, np.bool_)), setting.name, "true or false", value)
         if self.sensitivity not in SENSITIVITY_THRESHOLDS:
             raise InvalidConfigError(
                 f"sensitivity must be one of {sorted(SENSITIVITY_THRESHOLDS)}, got {self.sensitivity!r}"
@@ -197,6 +207,10 @@ class EngineConfig:
         if "limits" in values:
             values["limits"] = {name: tuple(bounds) for name, bounds in values["limits"].items()}
         return cls(**values)
+
+
+# Annotations of the numeric settings, as strings (annotations are postponed).
+_NUMBER_TYPES = ("float", "int", "float | None", "int | None")
 
 
 def _require(condition: bool, name: str, allowed: str, value: object) -> None:
