@@ -107,6 +107,17 @@ def _feed_engine(engine: Any, stream: Stream, devices: list[str], limit: int | N
     return opened
 
 
+def _warm_up(stream: Stream, devices: list[str]) -> None:
+    """Run a throw-away engine on the first 20,000 observations.
+
+    It loads the compiled kernels from Numba's cache and fills the Student-t
+    tables. Both happen once per process, so no measurement counts them.
+    """
+    from iotwarden.engine import Engine, EngineConfig
+
+    _feed_engine(Engine(EngineConfig()), stream, devices, limit=20_000)
+
+
 def measure_core(stream_path: str) -> dict[str, Any]:
     """Time Engine.process_arrays over the whole stream."""
     from iotwarden.engine import Engine, EngineConfig  # first: importing detectors before engine is circular
@@ -114,9 +125,7 @@ def measure_core(stream_path: str) -> dict[str, Any]:
 
     stream = load_stream(Path(stream_path))
     devices = stream.device_column()
-    # Warm-up, as in measure_state: loading the compiled kernels from Numba's
-    # cache and filling the Student-t tables happen once per process.
-    _feed_engine(Engine(EngineConfig()), stream, devices, limit=20_000)
+    _warm_up(stream, devices)
     rss_before = current_rss_bytes()
 
     engine = Engine(EngineConfig())
@@ -148,9 +157,7 @@ def measure_state(stream_path: str) -> dict[str, Any]:
 
     stream = load_stream(Path(stream_path))
     devices = stream.device_column()
-    # A throw-away engine first loads the compiled kernels and fills the
-    # Student-t tables: those are paid once per process, not per device.
-    _feed_engine(Engine(EngineConfig()), stream, devices, limit=20_000)
+    _warm_up(stream, devices)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     engine = Engine(EngineConfig())

@@ -11,7 +11,7 @@ import numpy as np
 
 from iotwarden.errors import InvalidConfigError
 
-__all__ = ["EngineConfig", "SENSITIVITY_THRESHOLDS", "Sensitivity"]
+__all__ = ["DRIFT_HOLD", "EngineConfig", "SENSITIVITY_THRESHOLDS", "Sensitivity"]
 
 Sensitivity = Literal["low", "medium", "high"]
 
@@ -19,6 +19,10 @@ Sensitivity = Literal["low", "medium", "high"]
 # opens, after the per-device correction for the number of metrics tested.
 # "medium" opens at a one-in-a-million event for that device and metric.
 SENSITIVITY_THRESHOLDS: dict[str, float] = {"low": 7.0, "medium": 6.0, "high": 4.5}
+
+# Drift surprise (p < 0.05) at which the slow baseline freezes, so a ramp
+# cannot drag it along. It is also the default of ``drift_learn_below``.
+DRIFT_HOLD = 1.3
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ class EngineConfig:
     cohort_warmup: int = 100
     cohort_min_devices: int = 3
     drift_warmup: float = 86400.0
-    drift_learn_below: float = 1.3
+    drift_learn_below: float = DRIFT_HOLD
     routine_after: int | None = 2
     fast_halflife: float = 15.0
     slow_halflife: float = 400.0

@@ -33,7 +33,7 @@ from iotwarden.detectors.correlation import CorrelationDetector
 from iotwarden.detectors.drift import DriftDetector
 from iotwarden.detectors.liveness import RATE_METRIC_FLOORS, RATE_METRICS, LivenessTracker
 from iotwarden.detectors.stuck import StuckDetector
-from iotwarden.engine.config import EngineConfig
+from iotwarden.engine.config import DRIFT_HOLD, EngineConfig
 from iotwarden.engine.counters import CounterEvent, CounterTracker
 from iotwarden.engine.kernels import (
     apply_transitions, channel_transitions, decide_round, drop_routine, learn_cohorts, summarise_rows, track_blocked,
@@ -57,7 +57,6 @@ _SLOT_BITS = 32
 _SLOT_MASK = (1 << _SLOT_BITS) - 1
 # Stands in for the direction array of a round in which nothing opens.
 _NO_DIRECTION = np.zeros((0, 0), dtype=np.int8)
-_DRIFT_HOLD = 1.3
 _COHORT_ARRAYS = (
     "cohort_weight", "cohort_mean", "cohort_m2", "cohort_devices",
     "cohort_routine_up", "cohort_routine_down", "cohort_excursion_up", "cohort_excursion_down",
@@ -418,7 +417,7 @@ class Engine:
         penalty = np.log10(np.maximum(view.present.sum(axis=1), 1).astype(np.float64))
         spike_score, drift_score, stuck_score, range_score, learn, hold_slow, blocked = decide_round(
             view.x, view.own_ready, spike.surprise, drift.surprise, stuck.surprise, penalty,
-            self.limit_low[:m], self.limit_high[:m], threshold, _DRIFT_HOLD, _MAX_LEARNABLE_MAGNITUDE, MAX_SURPRISE,
+            self.limit_low[:m], self.limit_high[:m], threshold, DRIFT_HOLD, _MAX_LEARNABLE_MAGNITUDE, MAX_SURPRISE,
         )
         adopt = self._track_blocked(shard, view, learn, blocked)
         view.hold_slow = hold_slow
