@@ -11,6 +11,7 @@ from scipy import special
 from iotwarden.decisions.calibration import MAX_SURPRISE, surprise_from_z
 from iotwarden.detectors.baseline import ewm_floor, predictive_scale
 from iotwarden.engine import Engine, EngineConfig
+from iotwarden.engine.kernels import plan_rounds
 from iotwarden.observation import Observation
 
 
@@ -45,6 +46,31 @@ def test_surprise_keeps_shape_and_bounds() -> None:
     assert got[1, 0] == 0.0
     assert got[1, 1] == MAX_SURPRISE
 
+
+
+def reference_rounds(rows: np.ndarray, slots: np.ndarray) -> list[list[int]]:
+    """Return the rounds: round k contains each slot's k-th row of the batch, by ascending slot."""
+    rounds: list[list[tuple[int, int]]] = []
+    seen: dict[int, int] = {}
+    for row, slot in zip(rows.tolist(), slots.tolist()):
+        k = seen.get(slot, 0)
+        seen[slot] = k + 1
+        if k == len(rounds):
+            rounds.append([])
+        rounds[k].append((slot, row))
+    return [[row for _, row in sorted(members)] for members in rounds]
+
+
+@pytest.mark.parametrize("n, n_slots", [(0, 5), (1, 1), (50, 3), (4096, 10_000), (4096, 700)])
+def test_plan_rounds_matches_reference(n: int, n_slots: int) -> None:
+    rng = np.random.default_rng(n + n_slots)
+    rows = np.sort(rng.choice(3 * n + 1, size=n, replace=False)).astype(np.intp)
+    slots = rng.integers(0, n_slots, size=n).astype(np.intp)
+    ordered, bounds = plan_rounds(rows, slots, n_slots)
+    got = [ordered[start:end].tolist() for start, end in zip(bounds[:-1], bounds[1:])]
+    assert got == reference_rounds(rows, slots)
+    assert bounds[0] == 0
+    assert bounds[-1] == n
 
 def test_predictive_scale_formula() -> None:
     config = EngineConfig()

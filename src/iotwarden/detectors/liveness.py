@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from iotwarden.engine.config import EngineConfig
@@ -46,10 +47,7 @@ _INTERVAL_SPREAD = 10.0
 _ACTIVE_HOUR_SHARE = 0.05
 _ROUTINE_MARGIN = 0.2
 _ROUTINE_SILENCE_CAP = 86400.0
-
-
-def _hour_of_day(times: np.ndarray) -> np.ndarray:
-    return (np.floor(times / 3600.0) % 24).astype(np.intp)
+_MAX_HOUR_COUNT = 65535  # hour_reports is uint16
 
 
 @dataclass(slots=True)
@@ -83,131 +81,183 @@ class LivenessTracker:
             "first_report": ArraySpec("device", "f8", np.nan),
         }
 
-    def silence_threshold(self, mean: np.ndarray, var: np.ndarray) -> np.ndarray:
-        """Seconds without a report after which a device counts as silent."""
-        config = self.config
-        spread = mean + _INTERVAL_SPREAD * np.sqrt(np.maximum(var, 0.0))
-        return np.maximum(np.maximum(config.silence_factor * mean, spread), config.silence_min)
-
     def effective_threshold(self, state: ShardState, slots: np.ndarray | slice) -> np.ndarray:
-        """Silence threshold of each device, widened for routine silences.
+        """Seconds without a report after which each device counts as silent.
 
-        A device that has already fallen silent ``routine_after`` times is
-        only silent again after a fifth more than its longest silence so
-        far, counting at most one day of it.
+        ``max(silence_factor * mean, mean + 10 * std, silence_min)`` of its
+        own intervals. A device that has already fallen silent
+        ``routine_after`` times is only silent again after a fifth more
+        than its longest silence so far, counting at most one day of it.
         """
-        threshold = self.silence_threshold(state["interval_mean"][slots], state["interval_var"][slots])
-        routine = state["silence_episodes"][slots] >= self.config.routine_episodes
-        longest = np.minimum(state["silence_longest"][slots].astype(np.float64), _ROUTINE_SILENCE_CAP)
-        return np.where(routine, np.maximum(threshold, (1.0 + _ROUTINE_MARGIN) * longest), threshold)
+        config = self.config
+        return _thresholds(
+            np.atleast_1d(state["interval_mean"][slots]), np.atleast_1d(state["interval_var"][slots]),
+            np.atleast_1d(state["silence_episodes"][slots]), np.atleast_1d(state["silence_longest"][slots]),
+            config.silence_factor, config.silence_min, config.routine_episodes,
+        )
 
     def record_silence(self, state: ShardState, slot: int, duration: float) -> None:
         """Count a finished silence of ``duration`` seconds."""
         state["silence_episodes"][slot] = min(int(state["silence_episodes"][slot]) + 1, 255)
         state["silence_longest"][slot] = max(float(state["silence_longest"][slot]), duration)
 
-    def interval_ready(self, reports: np.ndarray) -> np.ndarray:
-        return reports > self.config.warmup
-
     def update(self, state: ShardState, slots: np.ndarray, times: np.ndarray) -> RateUpdate:
         """Record one report per slot and return the rates.
 
         Each slot may appear at most once; the engine's rounds guarantee it.
         """
-        last = state["last_time"][slots]
-        reports = state["reports"][slots]
-        mean = state["interval_mean"][slots]
-        var = state["interval_var"][slots]
-        seen_before = np.isfinite(last)
-        # Reports never move a device's clock backwards; a late one counts as
-        # arriving at the latest time seen.
-        now = np.where(seen_before, np.maximum(times, last), times)
-        interval = np.where(seen_before, now - last, 0.0)
-
-        ready = self.interval_ready(reports)
-        threshold = self.effective_threshold(state, slots)
-        gap = seen_before & ready & (interval > threshold)
-        if gap.any():
-            gap &= self._covers_active_hour(state, slots, last + threshold, now)
-        resumed = gap | (state["silent"][slots] & seen_before)
-
-        # Interval statistics learn from normal gaps only.
-        learn = seen_before & ~gap
-        count = np.maximum(reports - 1.0, 0.0)
-        alpha = np.maximum(1.0 / (count + 1.0), 1.0 - 2.0 ** (-1.0 / self.config.slow_halflife))
-        clip_limit = np.where(ready, mean + _INTERVAL_SPREAD * np.sqrt(var) + 1e-9, np.inf)
-        clipped = np.minimum(interval, clip_limit)
-        delta = clipped - mean
-        new_mean = mean + alpha * delta
-        new_var = (1.0 - alpha) * (var + alpha * delta * delta)
-        mean = np.where(learn, new_mean, mean)
-        var = np.where(learn, new_var, var)
-        reports = reports + 1.0
-
-        # Decayed counters, restarted at the typical rate after a silence or
-        # when interval statistics first become ready.
-        typical = 60.0 / np.maximum(mean, 1e-3)
-        just_ready = self.interval_ready(reports) & ~ready
-        restart = just_ready | resumed
-        rates = np.full((len(slots), len(RATE_METRICS)), np.nan)
-        decayed = state["rate"][slots] * np.exp(-interval / _RATE_TIME_CONSTANT) + 60.0 / _RATE_TIME_CONSTANT
-        rate = np.where(restart, typical, decayed)
-        state["rate"][slots] = rate
-
-        burst_weight = 1.0 / np.minimum(np.maximum(reports - 1.0, 1.0), _BURST_MEMORY)
-        burst = (seen_before & (interval < _BURST_INTERVAL)).astype(np.float64)
-        share = state["burst_share"][slots] + burst_weight * (burst - state["burst_share"][slots])
-        share = np.where(seen_before, share, 0.0)
-        state["burst_share"][slots] = share
-
-        reported = self.interval_ready(reports)
-        rates[:, 0] = np.where(reported, rate, np.nan)
-        rates[:, 1] = np.where(reported, share, np.nan)
-
-        state["last_time"][slots] = now
-        state["reports"][slots] = reports
-        first = state["first_report"][slots]
-        state["first_report"][slots] = np.where(np.isnan(first), now, first)
-        hours = _hour_of_day(now)
-        counts = state["hour_reports"][slots, hours].astype(np.int32)
-        state["hour_reports"][slots, hours] = np.minimum(counts + 1, np.iinfo(np.uint16).max)
-        state["interval_mean"][slots] = mean
-        state["interval_var"][slots] = var
-        state["silent"][slots] = False
-        return RateUpdate(rates=rates, resumed=resumed, gap_start=last)
+        config = self.config
+        rates, resumed, gap_start = _update_kernel(
+            slots, times, state["last_time"], state["reports"], state["interval_mean"], state["interval_var"],
+            state["rate"], state["burst_share"], state["silent"], state["hour_reports"], state["first_report"],
+            state["silence_episodes"], state["silence_longest"],
+            float(config.warmup), config.silence_factor, config.silence_min, config.routine_episodes,
+            1.0 - 2.0 ** (-1.0 / config.slow_halflife),
+        )
+        return RateUpdate(rates=rates, resumed=resumed, gap_start=gap_start)
 
     def find_silent(self, state: ShardState, clock: float) -> np.ndarray:
         """Mark and return the slots that fell silent by ``clock``."""
-        n = state.n_devices
-        if n == 0:
-            return np.empty(0, dtype=np.intp)
-        last = state["last_time"][:n]
-        threshold = self.effective_threshold(state, slice(0, n))
-        silent = (
-            ~state["silent"][:n]
-            & np.isfinite(last)
-            & self.interval_ready(state["reports"][:n])
-            & (clock - last > threshold)
+        config = self.config
+        return _find_silent_kernel(
+            state.n_devices, clock, state["last_time"], state["reports"], state["interval_mean"], state["interval_var"],
+            state["silent"], state["hour_reports"], state["first_report"], state["silence_episodes"], state["silence_longest"],
+            float(config.warmup), config.silence_factor, config.silence_min, config.routine_episodes,
         )
-        found = np.flatnonzero(silent)
-        if found.size:
-            start = last[found] + threshold[found]
-            found = found[self._covers_active_hour(state, found, start, np.full(found.size, clock))]
-        state["silent"][found] = True
-        return found
 
-    def _covers_active_hour(self, state: ShardState, slots: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
-        """Return whether ``[start, end]`` covers an hour in which each device reports.
 
-        Devices with less than a day of history count every hour as active.
-        """
-        counts = state["hour_reports"][slots]
-        active = counts >= _ACTIVE_HOUR_SHARE * counts.max(axis=1, keepdims=True)
-        young = ~(end - state["first_report"][slots] >= 86400.0)
-        span_hours = np.clip(np.ceil((end - start) / 3600.0), 1, 24).astype(np.intp)
-        first_hour = _hour_of_day(start)
-        covered = np.zeros(len(slots), dtype=bool)
-        for offset in range(24):
-            within = offset < span_hours
-            covered |= within & active[np.arange(len(slots)), (first_hour + offset) % 24]
-        return covered | young
+# Compiled steps ---------------------------------------------------------------
+# Each kernel steps one device at a time. A round contains each device at
+# most once, so looping over its rows in order gives what whole-array code would.
+
+
+@numba.njit(cache=True, nogil=True)
+def _threshold(mean, var, episodes, longest, factor, minimum, routine_episodes):
+    spread = mean + _INTERVAL_SPREAD * np.sqrt(max(var, 0.0))
+    threshold = max(max(factor * mean, spread), minimum)
+    if episodes >= routine_episodes:
+        threshold = max(threshold, (1.0 + _ROUTINE_MARGIN) * min(np.float64(longest), _ROUTINE_SILENCE_CAP))
+    return threshold
+
+
+@numba.njit(cache=True, nogil=True)
+def _thresholds(mean, var, episodes, longest, factor, minimum, routine_episodes):
+    out = np.empty(mean.shape[0])
+    for k in range(mean.shape[0]):
+        out[k] = _threshold(mean[k], var[k], episodes[k], longest[k], factor, minimum, routine_episodes)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _hour_of_day(time):
+    return int(np.floor(time / 3600.0) % 24)
+
+
+@numba.njit(cache=True, nogil=True)
+def _covers_active_hour(hour_counts, first_report, start, end):
+    """Return whether ``[start, end]`` covers an hour in which the device reports.
+
+    ``hour_counts`` is the device's row of reports per hour of the day. A
+    device with less than a day of history counts every hour as active.
+    """
+    if not end - first_report >= 86400.0:
+        return True
+    busiest = np.float64(hour_counts.max())
+    span = int(min(max(np.ceil((end - start) / 3600.0), 1.0), 24.0))
+    first_hour = _hour_of_day(start)
+    for offset in range(span):
+        if hour_counts[(first_hour + offset) % 24] >= _ACTIVE_HOUR_SHARE * busiest:
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _update_kernel(
+    slots, times, last_time, reports, interval_mean, interval_var, rate, burst_share, silent, hour_reports, first_report,
+    silence_episodes, silence_longest, warmup, silence_factor, silence_min, routine_episodes, alpha_floor,
+):
+    n = slots.shape[0]
+    rates = np.full((n, 2), np.nan)
+    resumed = np.zeros(n, dtype=np.bool_)
+    gap_start = np.empty(n)
+    for k in range(n):
+        slot = slots[k]
+        last = last_time[slot]
+        count = reports[slot]
+        mean = interval_mean[slot]
+        var = interval_var[slot]
+        gap_start[k] = last
+        seen_before = np.isfinite(last)
+        # Reports never move a device's clock backwards; a late one counts as
+        # arriving at the latest time seen.
+        now = max(times[k], last) if seen_before else times[k]
+        interval = now - last if seen_before else 0.0
+
+        ready = count > warmup
+        gap = False
+        if seen_before and ready:
+            threshold = _threshold(mean, var, silence_episodes[slot], silence_longest[slot], silence_factor, silence_min, routine_episodes)
+            if interval > threshold:
+                gap = _covers_active_hour(hour_reports[slot], first_report[slot], last + threshold, now)
+        resumed[k] = gap or (silent[slot] and seen_before)
+
+        # Interval statistics learn from normal gaps only.
+        if seen_before and not gap:
+            alpha = max(1.0 / (max(count - 1.0, 0.0) + 1.0), alpha_floor)
+            clip_limit = mean + _INTERVAL_SPREAD * np.sqrt(var) + 1e-9 if ready else np.inf
+            delta = min(interval, clip_limit) - mean
+            mean, var = mean + alpha * delta, (1.0 - alpha) * (var + alpha * delta * delta)
+        count += 1.0
+
+        # Decayed counters, restarted at the typical rate after a silence or
+        # when interval statistics first become ready.
+        reported = count > warmup
+        if (reported and not ready) or resumed[k]:
+            current = 60.0 / max(mean, 1e-3)
+        else:
+            current = rate[slot] * np.exp(-interval / _RATE_TIME_CONSTANT) + 60.0 / _RATE_TIME_CONSTANT
+        rate[slot] = current
+
+        share = 0.0
+        if seen_before:
+            weight = 1.0 / min(max(count - 1.0, 1.0), _BURST_MEMORY)
+            burst = 1.0 if interval < _BURST_INTERVAL else 0.0
+            previous = np.float64(burst_share[slot])
+            share = previous + weight * (burst - previous)
+        burst_share[slot] = share
+        if reported:
+            rates[k, 0] = current
+            rates[k, 1] = share
+
+        last_time[slot] = now
+        reports[slot] = count
+        if np.isnan(first_report[slot]):
+            first_report[slot] = now
+        hour = _hour_of_day(now)
+        hour_reports[slot, hour] = min(np.int64(hour_reports[slot, hour]) + 1, _MAX_HOUR_COUNT)
+        interval_mean[slot] = mean
+        interval_var[slot] = var
+        silent[slot] = False
+    return rates, resumed, gap_start
+
+
+@numba.njit(cache=True, nogil=True)
+def _find_silent_kernel(
+    n, clock, last_time, reports, interval_mean, interval_var, silent, hour_reports, first_report,
+    silence_episodes, silence_longest, warmup, silence_factor, silence_min, routine_episodes,
+):
+    found = np.empty(n, dtype=np.intp)
+    count = 0
+    for slot in range(n):
+        last = last_time[slot]
+        if silent[slot] or not np.isfinite(last) or not reports[slot] > warmup:
+            continue
+        threshold = _threshold(
+            interval_mean[slot], interval_var[slot], silence_episodes[slot], silence_longest[slot],
+            silence_factor, silence_min, routine_episodes,
+        )
+        if clock - last > threshold and _covers_active_hour(hour_reports[slot], first_report[slot], last + threshold, clock):
+            silent[slot] = True
+            found[count] = slot
+            count += 1
+    return found[:count]

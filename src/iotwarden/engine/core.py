@@ -36,7 +36,8 @@ from iotwarden.detectors.stuck import StuckDetector
 from iotwarden.engine.config import DRIFT_HOLD, EngineConfig
 from iotwarden.engine.counters import CounterEvent, CounterTracker
 from iotwarden.engine.kernels import (
-    apply_transitions, channel_transitions, decide_round, drop_routine, learn_cohorts, summarise_rows, track_blocked,
+    apply_transitions, channel_transitions, decide_round, drop_routine, learn_cohorts, plan_rounds, summarise_rows,
+    track_blocked,
 )
 from iotwarden.engine.state import ArraySpec, ShardState
 from iotwarden.errors import IotwardenError
@@ -365,14 +366,12 @@ class Engine:
             rows = np.flatnonzero(shard_of == number) if len(self.shards) > 1 else np.arange(n)
             if rows.size == 0:
                 continue
-            occurrence = _occurrence_rank(slot_of[rows])
-            last_round = int(occurrence.max())
-            for round_number in range(last_round + 1):
-                selected = rows if last_round == 0 else rows[occurrence == round_number]
-                # Visiting slots in ascending order walks the state arrays
-                # forwards, which the CPU's prefetcher follows: about a
-                # third faster on 10,000 devices than batch order.
-                selected = selected[np.argsort(slot_of[selected], kind="stable")]
+            # Rounds visit slots in ascending order, which walks the state
+            # arrays forwards so the CPU's prefetcher follows: about a third
+            # faster on 10,000 devices than batch order.
+            ordered, bounds = plan_rounds(rows, slot_of[rows], shard.n_devices)
+            for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+                selected = ordered[start:end]
                 self._round(number, shard, selected, slot_of[selected], times[selected], values, score, ready, flagged)
 
         self.observations += n
@@ -555,14 +554,15 @@ class Engine:
         m = view.n_metrics
         open_state = shard[f"open_{channel}"]
         quiet_state = shard[f"quiet_{channel}"]
-        opening, closing, peaking, quiet, active = channel_transitions(
+        opening, closing, peaking, quiet, counts = channel_transitions(
             view.slots, view.x, corrected, raw, open_state, quiet_state, config.open_threshold, config.learn_threshold, config.close_after
         )
-        if not active:
+        n_opening, n_closing, n_peaking, n_open = (int(count) for count in counts)
+        if n_opening == 0 and n_open == 0:
             return
 
         direction = _NO_DIRECTION
-        if opening.any():
+        if n_opening:
             if score is not None and score.direction is not None:
                 direction = score.direction
             else:
@@ -578,18 +578,20 @@ class Engine:
                 )
                 opening &= ~routine
 
-        for row, column in zip(*np.nonzero(opening)):
-            self._open_metric_alert(number, view, channel, int(row), int(column), corrected, score)
-        for row, column in zip(*np.nonzero(peaking)):
-            key = (number, int(view.slots[row]), channel, int(column))
-            self.book.raise_peak(key, float(corrected[row, column]), self._contribution(view, int(row), int(column), corrected, score))
-        for row, column in zip(*np.nonzero(closing)):
-            slot = int(view.slots[row])
-            closed = self.book.close((number, slot, channel, int(column)), float(view.times[row]), "returned to normal")
-            if closed is not None and channel == "spike":
-                self._remember_routine(shard, slot, int(column), int(open_state[slot, column]), closed)
-            elif closed is not None and channel == "drift":
-                self._remember_drift(shard, slot, int(column), closed)
+            for row, column in zip(*np.nonzero(opening)):
+                self._open_metric_alert(number, view, channel, int(row), int(column), corrected, score)
+        if n_peaking:
+            for row, column in zip(*np.nonzero(peaking)):
+                key = (number, int(view.slots[row]), channel, int(column))
+                self.book.raise_peak(key, float(corrected[row, column]), self._contribution(view, int(row), int(column), corrected, score))
+        if n_closing:
+            for row, column in zip(*np.nonzero(closing)):
+                slot = int(view.slots[row])
+                closed = self.book.close((number, slot, channel, int(column)), float(view.times[row]), "returned to normal")
+                if closed is not None and channel == "spike":
+                    self._remember_routine(shard, slot, int(column), int(open_state[slot, column]), closed)
+                elif closed is not None and channel == "drift":
+                    self._remember_drift(shard, slot, int(column), closed)
 
         apply_transitions(view.slots, opening, closing, direction, quiet, open_state, quiet_state)
 
@@ -895,16 +897,3 @@ class Engine:
         engine.book.restore(meta["book"])
         return engine
 
-
-def _occurrence_rank(slots: np.ndarray) -> np.ndarray:
-    """For each row, how many earlier rows of the batch have the same slot."""
-    n = slots.size
-    if n == 0:
-        return np.zeros(0, dtype=np.intp)
-    order = np.argsort(slots, kind="stable")
-    ordered = slots[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    group_start = np.repeat(starts, np.diff(np.r_[starts, n]))
-    rank = np.empty(n, dtype=np.intp)
-    rank[order] = np.arange(n) - group_start
-    return rank

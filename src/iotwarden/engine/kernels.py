@@ -13,8 +13,51 @@ import numba
 import numpy as np
 
 __all__ = [
-    "apply_transitions", "channel_transitions", "decide_round", "drop_routine", "learn_cohorts", "summarise_rows", "track_blocked",
+    "apply_transitions", "channel_transitions", "decide_round", "drop_routine", "learn_cohorts", "plan_rounds", "summarise_rows",
+    "track_blocked",
 ]
+
+
+@numba.njit(cache=True, nogil=True)
+def plan_rounds(rows, slots, n_slots):
+    """Split a shard's rows into rounds in which each slot appears at most once.
+
+    ``slots[k]`` is the slot of ``rows[k]``, below ``n_slots``. A slot's
+    k-th row of the batch goes to round k, and each round lists its rows by
+    ascending slot, so a round walks the state arrays forwards. Returns
+    ``(ordered, bounds)``: round ``r`` is ``ordered[bounds[r]:bounds[r + 1]]``.
+    Two counting sorts, so the cost grows with rows plus slots, not
+    ``n log n``.
+    """
+    n = rows.shape[0]
+    per_slot = np.zeros(n_slots + 1, dtype=np.int64)
+    rounds = 0
+    for k in range(n):
+        seen = per_slot[slots[k] + 1] + 1
+        per_slot[slots[k] + 1] = seen
+        rounds = max(rounds, seen)
+    # Rows grouped by slot, in batch order within a slot.
+    for slot in range(n_slots):
+        per_slot[slot + 1] += per_slot[slot]
+    fill = per_slot[:n_slots].copy()
+    by_slot = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        by_slot[fill[slots[k]]] = k
+        fill[slots[k]] += 1
+    # Round sizes, then the rows of each round by ascending slot.
+    bounds = np.zeros(rounds + 1, dtype=np.int64)
+    for slot in range(n_slots):
+        for r in range(per_slot[slot + 1] - per_slot[slot]):
+            bounds[r + 1] += 1
+    for r in range(rounds):
+        bounds[r + 1] += bounds[r]
+    position = bounds[:rounds].copy()
+    ordered = np.empty(n, dtype=rows.dtype)
+    for slot in range(n_slots):
+        for r in range(per_slot[slot + 1] - per_slot[slot]):
+            ordered[position[r]] = rows[by_slot[per_slot[slot] + r]]
+            position[r] += 1
+    return ordered, bounds
 
 
 @numba.njit(cache=True, nogil=True)
@@ -71,20 +114,21 @@ def track_blocked(
 def channel_transitions(slots, x, corrected, raw, open_state, quiet_state, open_threshold, learn_threshold, close_after):
     """Return the alert transitions of one channel in a round, without changing state.
 
-    Returns ``(opening, closing, peaking, quiet, active)``. A closed cell
+    Returns ``(opening, closing, peaking, quiet, counts)``. A closed cell
     opens when its corrected surprise reaches ``open_threshold``. An open
     cell stays while its raw surprise is at least ``learn_threshold``;
     otherwise it is calm, and it closes after ``close_after`` calm values in
     a row (``quiet`` counts them, saturating at 255). ``peaking`` marks open
-    cells at or above ``open_threshold``, and ``active`` is False when no
-    cell of the round is open or opening.
+    cells at or above ``open_threshold``. ``counts`` contains the numbers of
+    opening, closing, peaking and open cells, so the caller looks for cells
+    only where there are some; all four are 0 when nothing is open or opening.
     """
     n, m = x.shape
     opening = np.zeros((n, m), dtype=np.bool_)
     closing = np.zeros((n, m), dtype=np.bool_)
     peaking = np.zeros((n, m), dtype=np.bool_)
     quiet = np.empty((n, m), dtype=np.uint8)
-    active = False
+    counts = np.zeros(4, dtype=np.int64)
     for row in range(n):
         slot = slots[row]
         for column in range(m):
@@ -92,19 +136,23 @@ def channel_transitions(slots, x, corrected, raw, open_state, quiet_state, open_
             if open_state[slot, column] == 0:
                 if corrected[row, column] >= open_threshold:
                     opening[row, column] = True
-                    active = True
+                    counts[0] += 1
                     count = 0
             else:
-                active = True
-                peaking[row, column] = corrected[row, column] >= open_threshold
+                counts[3] += 1
+                if corrected[row, column] >= open_threshold:
+                    peaking[row, column] = True
+                    counts[2] += 1
                 if not np.isnan(x[row, column]):
                     if raw[row, column] >= learn_threshold:
                         count = 0
                     else:
                         count = min(count + 1, 255)
-                        closing[row, column] = count >= close_after
+                        if count >= close_after:
+                            closing[row, column] = True
+                            counts[1] += 1
             quiet[row, column] = count
-    return opening, closing, peaking, quiet, active
+    return opening, closing, peaking, quiet, counts
 
 
 @numba.njit(cache=True, nogil=True)
