@@ -137,32 +137,35 @@ def _normalise(slots, x, mean_fast, scale_fast, residual_power):
 @numba.njit(cache=True, nogil=True)
 def _score_kernel(slots, x, long_ready, derived, u, pair_i, pair_j, pair_count, pair_correlation, min_count, min_correlation):
     """Return each row's largest pair excess, the pairs tested and the best pair (-1 if none)."""
-    n = x.shape[0]
+    n, m = x.shape
     n_pairs = pair_i.shape[0]
     top = np.zeros(n)
     tests = np.zeros(n, dtype=np.int64)
     best = np.full(n, -1, dtype=np.intp)
+    usable = np.zeros(m, dtype=np.bool_)
     for row in range(n):
         slot = slots[row]
+        for column in range(m):
+            usable[column] = long_ready[row, column] and not derived[column] and not np.isnan(x[row, column])
         row_top = 0.0
         row_best = 0
+        row_tests = 0
         for pair in range(n_pairs):
             i = pair_i[pair]
             j = pair_j[pair]
-            if derived[i] or derived[j] or not long_ready[row, i] or not long_ready[row, j]:
-                continue
-            if np.isnan(x[row, i]) or np.isnan(x[row, j]) or pair_count[slot, pair] < min_count:
+            if not (usable[i] and usable[j]) or pair_count[slot, pair] < min_count:
                 continue
             rho = np.float64(pair_correlation[slot, pair])
             if abs(rho) < min_correlation:
                 continue
-            tests[row] += 1
+            row_tests += 1
             rho = min(max(rho, -_RHO_LIMIT), _RHO_LIMIT)
             excess = min(abs(u[row, i] - rho * u[row, j]), abs(u[row, j] - rho * u[row, i])) / np.sqrt(1.0 - rho * rho)
             if excess > row_top:
                 row_top = excess
                 row_best = pair
-        if tests[row] > 0:
+        if row_tests > 0:
+            tests[row] = row_tests
             top[row] = row_top
             best[row] = row_best
     return top, tests, best
@@ -173,22 +176,25 @@ def _learn_kernel(slots, x, learn, long_ready, derived, count, mean_fast, scale_
     n, m = x.shape
     n_pairs = pair_i.shape[0]
     pair_floor = np.float32(alpha_floor)
-    usable = np.zeros(m, dtype=np.bool_)
-    powered = np.zeros(m, dtype=np.bool_)
+    paired = np.zeros(m, dtype=np.bool_)
     for row in range(n):
         slot = slots[row]
+        any_paired = 0
         for column in range(m):
-            usable[column] = learn[row, column] and long_ready[row, column] and not derived[column]
+            usable = learn[row, column] and long_ready[row, column] and not derived[column]
             # Pairs use the power from before this update.
-            powered[column] = residual_power[slot, column] > 0
-            if usable[column]:
+            paired[column] = usable and residual_power[slot, column] > 0
+            any_paired += paired[column]
+            if usable:
                 alpha = max(1.0 / (count[row, column] + 1.0), alpha_floor)
                 r = _residual(x[row, column], mean_fast[row, column], scale_fast[row, column])
                 residual_power[slot, column] = (1.0 - alpha) * residual_power[slot, column] + alpha * r * r
+        if any_paired < 2:
+            continue
         for pair in range(n_pairs):
             i = pair_i[pair]
             j = pair_j[pair]
-            if not (usable[i] and usable[j] and powered[i] and powered[j]):
+            if not (paired[i] and paired[j]):
                 continue
             c = pair_count[slot, pair]
             alpha32 = max(np.float32(1.0) / (c + np.float32(1.0)), pair_floor)

@@ -133,7 +133,7 @@ def _learn_kernel(
                     step = abs(value - last)
                     if not same and np.isfinite(step) and step > 0 and step < resolution[slot, column]:
                         resolution[slot, column] = step
-                if value != np.round(value):
+                if integral[slot, column] and value != np.round(value):
                     integral[slot, column] = False
                 if value < value_low[slot, column]:
                     value_low[slot, column] = value
