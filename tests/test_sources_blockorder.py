@@ -93,6 +93,7 @@ def test_block_reorderer_matches_item_by_item(seed: int, lateness: float) -> Non
     assert reference.counters.duplicates
     assert reference.counters.conflicts
     assert reference.counters.too_late
+    assert reference.counters.quiet or seed % 4 == 0  # a single device never goes quiet
     assert actual_rejected == rejected
     assert actual_out == expected_out
     assert twin.counters == reference.counters

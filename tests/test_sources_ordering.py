@@ -1,4 +1,4 @@
-"""Tests for per-device reordering and duplicate handling."""
+"""Tests for per-device reordering, quiet devices and duplicate handling."""
 
 from __future__ import annotations
 
@@ -88,6 +88,35 @@ def test_devices_ordered_independently() -> None:
         ("b", 3),
     ]
 
+
+
+def test_quiet_device_released_when_stream_moves_on() -> None:
+    reorderer = Reorderer(lateness=300)
+    for observation in [_obs(0, 2, "a"), _obs(60, 3, "a"), _obs(61, 4, "b"), _obs(300, 5, "b")]:
+        assert reorderer.push(observation) == []
+    released = reorderer.push(_obs(362, 6, "b"))
+    assert [(obs.device, obs.line) for obs in released] == [("b", 4), ("a", 2), ("a", 3)]  # type: ignore[union-attr]
+    assert reorderer.counters.quiet == 2
+
+
+def test_active_device_not_released_as_quiet() -> None:
+    reorderer = Reorderer(lateness=300)
+    reorderer.push(_obs(0, 2, "a"))
+    reorderer.push(_obs(3600, 3, "b"))  # releases a's row: a has been quiet for an hour of the stream
+    assert reorderer.push(_obs(60, 4, "a")) == []
+    assert reorderer.push(_obs(30, 5, "a")) == []
+    assert reorderer.counters.reordered == 1
+
+
+def test_row_behind_quiet_release_rejected() -> None:
+    reorderer = Reorderer(lateness=300)
+    reorderer.push(_obs(0, 2, "a"))
+    reorderer.push(_obs(60, 3, "a"))
+    reorderer.push(_obs(400, 4, "b"))
+    [rejection] = reorderer.push(_obs(30, 5, "a"))
+    assert rejection.reason.startswith(  # type: ignore[union-attr]
+        "too far out of order (a later observation of the device, at 2024-05-01T10:01:00Z, was already released"
+    )
 
 def test_issues_and_rejections_pass_through_at_once() -> None:
     issue = FieldIssue("test.csv", 3, "t", "non-finite value nan; the field is treated as missing")

@@ -5,11 +5,14 @@ and applies its policy (see :mod:`iotwarden.sources.ordering`) to a whole
 :class:`~iotwarden.sources.blocks.ObservationBlock` at once. For every block
 it returns the observations that :meth:`Reorderer.push` would release while
 taking the block's items one by one, in the same order, and the same
-rejections. Because an observation leaves the reorderer at the first later
-observation of its device whose watermark (time minus the lateness bound)
-passes it, the release point of every row is found by a search within its
-device's rows, and no row is handled in Python unless its device has a row
-out of order in the block.
+rejections. An observation leaves the reorderer at the first later observation of its
+device whose watermark (time minus the lateness bound) passes it, or when
+its device goes quiet: at the first row that moves the stream's latest time
+more than the bound past the device's last report in order. The first point
+is found by a search within the device's rows, the second by a compiled
+pass over the block that keeps the queue of devices as
+:class:`Reorderer` does, and no row is handled in Python unless its device
+has a row out of order in the block.
 
 The two forms share one state: :meth:`BlockReorderer.activate` takes over
 the state of the wrapped :class:`Reorderer`, and
@@ -27,6 +30,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from iotwarden.observation import Observation, Rejection
@@ -139,6 +143,9 @@ class BlockReorderer:
         self._device_index = {}
         self._device_name_array = np.zeros(0, dtype=object)
         self.latest = np.zeros(0, dtype=np.float64)
+        # Reorderer's `arrived` (NaN for None) and `sequence` of each device.
+        self.arrived = np.zeros(0, dtype=np.float64)
+        self.sequence = np.zeros(0, dtype=np.int64)
         self.has_last = np.zeros(0, dtype=bool)
         self.last = _blank_rows(0, self.width)
         self.pending = RowTable.empty(self.width)
@@ -165,6 +172,8 @@ class BlockReorderer:
         for device, buffer in buffers.items():
             code = self.device_code(device)
             self.latest[code] = buffer.latest
+            self.arrived[code] = np.nan if buffer.arrived is None else buffer.arrived
+            self.sequence[code] = buffer.sequence
             pending.extend(buffer.pending)
             if buffer.last_released is not None:
                 last.append(buffer.last_released)
@@ -187,12 +196,20 @@ class BlockReorderer:
             by_device[code].append(observation)
         last_rows = np.flatnonzero(self.has_last)
         last = dict(zip(last_rows.tolist(), self.observations(self.last.take(last_rows))))
-        self.reorderer._devices = {
-            device: _DeviceBuffer(
-                latest=float(self.latest[code]), pending=deque(by_device[code]), last_released=last.get(code)
-            )
-            for code, device in enumerate(self.device_names)
-        }
+        arrived = self.arrived.tolist()
+        sequence = self.sequence.tolist()
+        self.reorderer._set_devices(
+            {
+                device: _DeviceBuffer(
+                    latest=float(self.latest[code]),
+                    pending=deque(by_device[code]),
+                    last_released=last.get(code),
+                    arrived=None if math.isnan(arrived[code]) else arrived[code],
+                    sequence=sequence[code],
+                )
+                for code, device in enumerate(self.device_names)
+            }
+        )
         self._clear_devices()
         self.active = False
 
@@ -236,6 +253,8 @@ class BlockReorderer:
         if code >= capacity:
             extra = max(capacity, 64)
             self.latest = np.concatenate([self.latest, np.full(extra, -math.inf)])
+            self.arrived = np.concatenate([self.arrived, np.full(extra, np.nan)])
+            self.sequence = np.concatenate([self.sequence, np.zeros(extra, dtype=np.int64)])
             self.has_last = np.concatenate([self.has_last, np.zeros(extra, dtype=bool)])
             self.last = RowTable.concat([self.last, _blank_rows(extra, self.width)], self.width)
         return code
@@ -363,12 +382,28 @@ class BlockReorderer:
         triggers = np.ones(count, dtype=bool)
         rejections: list[tuple[int, Rejection]] = []
         late_rows = False
-        if not in_order.all():
-            disordered = np.unique(sorted_codes[~in_order])
-            late_rows = self._place_disordered(block, rows, by_device, sorted_codes, disordered, accepted, triggers, rejections)
+        disordered = np.unique(sorted_codes[~in_order]) if not in_order.all() else None
+        if disordered is not None:
+            self._mark_triggers(rows, by_device, sorted_codes, disordered, triggers)
+
+        # Where each device's quiet rows are released: the queue of Reorderer, row by row.
+        reorderer = self.reorderer
+        stream = np.maximum.accumulate(np.concatenate(([reorderer.stream_latest], times)))
+        quiet_at, quiet_order, quiet_at_start, quiet_order_start = _quiet_releases(
+            codes, triggers, stream[1:], stream[1:] - lateness, stream[:-1], self.arrived, self.sequence, reorderer.sequence
+        )
+        reorderer.stream_latest = float(stream[-1])
+        reorderer.sequence += int(triggers.sum())
+
+        if disordered is not None:
+            late_rows = self._place_disordered(
+                block, rows, by_device, sorted_codes, disordered, accepted, triggers, rejections, quiet_at, quiet_at_start
+            )
             rejections.sort(key=lambda entry: entry[0])
 
-        released, pending = self._release(rows, accepted, triggers, block.positions, lateness, late_rows)
+        released, pending = self._release(
+            rows, accepted, triggers, lateness, late_rows, quiet_at, quiet_order, quiet_at_start, quiet_order_start
+        )
         self.pending = pending
         return BlockPush(released=released, rejections=rejections)
 
@@ -379,7 +414,23 @@ class BlockReorderer:
         released = pending.take(order)
         self._remember_last(released)
         self.pending = RowTable.empty(self.width)
+        self.arrived[:] = np.nan
         return released
+
+    def _mark_triggers(
+        self, rows: RowTable, by_device: np.ndarray, sorted_codes: np.ndarray, disordered: np.ndarray, triggers: np.ndarray
+    ) -> None:
+        """Clear ``triggers`` for the rows of ``disordered`` devices that are not later than their device's latest time."""
+        starts = np.searchsorted(sorted_codes, disordered, side="left")
+        stops = np.searchsorted(sorted_codes, disordered, side="right")
+        for code, start, stop in zip(disordered.tolist(), starts.tolist(), stops.tolist()):
+            latest = float(self.latest[code])
+            for row in by_device[start:stop].tolist():
+                event_time = float(rows.times[row])
+                if event_time > latest:
+                    latest = event_time
+                else:
+                    triggers[row] = False
 
     def _place_disordered(
         self,
@@ -391,12 +442,15 @@ class BlockReorderer:
         accepted: np.ndarray,
         triggers: np.ndarray,
         rejections: list[tuple[int, Rejection]],
+        quiet_at: np.ndarray,
+        quiet_at_start: np.ndarray,
     ) -> bool:
         """Apply :meth:`Reorderer.push` row by row to the devices with rows out of order.
 
         Marks rejected rows in ``accepted`` and rows that do not advance
         their device's clock in ``triggers``; returns True when a row was
-        put back in order.
+        put back in order. ``quiet_at`` and ``quiet_at_start`` give where
+        the device's rows were released as quiet (see :func:`_quiet_releases`).
         """
         reorderer = self.reorderer
         lateness = reorderer.lateness
@@ -414,7 +468,16 @@ class BlockReorderer:
             accepted_times = pending.times[pending_start:pending_stop].tolist()
             origins = [("pending", index) for index in range(pending_start, pending_stop)]
             last = self.observations(self.last.take(np.array([code])))[0] if self.has_last[code] else None
-            for row in by_device[start:stop].tolist():
+            device_rows = by_device[start:stop].tolist()
+            quiet_rows = sorted({int(quiet_at_start[code]), *quiet_at[device_rows].tolist()} - {-1})
+            for row in device_rows:
+                while quiet_rows and quiet_rows[0] < row:
+                    # Everything accepted so far left as quiet: the latest of it is the last released.
+                    quiet_rows.pop(0)
+                    if origins:
+                        origin, index = origins[-1]
+                        last = self.observations(pending.take(np.array([index])))[0] if origin == "pending" else block.observation(index)
+                        accepted_times, origins = [], []
                 event_time = float(rows.times[row])
                 if event_time > latest:
                     latest = event_time
@@ -428,7 +491,7 @@ class BlockReorderer:
                     rejections.append((int(block.positions[row]), reorderer.too_late(item, reorderer.too_late_detail(behind, latest))))
                     continue
                 if last is not None and event_time <= last.time:
-                    # Only after a flush: see Reorderer._place_late.
+                    # Only after a flush or a quiet release: see Reorderer._place_late.
                     rejection = (
                         reorderer.duplicate(last, item)
                         if event_time == last.time
@@ -455,9 +518,12 @@ class BlockReorderer:
         rows: RowTable,
         accepted: np.ndarray,
         triggers: np.ndarray,
-        positions: np.ndarray,
         lateness: float,
         late_rows: bool,
+        quiet_at: np.ndarray,
+        quiet_order: np.ndarray,
+        quiet_at_start: np.ndarray,
+        quiet_order_start: np.ndarray,
     ) -> tuple[RowTable, RowTable]:
         """Return the released rows in release order and the rows still pending, sorted by device and time."""
         accepted_rows = np.flatnonzero(accepted)
@@ -465,12 +531,18 @@ class BlockReorderer:
         candidates = RowTable.concat([self.pending, rows.take(accepted_rows)], self.width)
         arrival = np.concatenate([np.full(pending_count, -1, dtype=np.int64), accepted_rows])
         advances = np.concatenate([np.zeros(pending_count, dtype=bool), triggers[accepted_rows]])
+        # Where each candidate leaves as quiet (-1: not in this block) and its device's place in the queue then.
+        pending_codes = self.pending.devices
+        quiet_row = np.concatenate([quiet_at_start[pending_codes], quiet_at[accepted_rows]])
+        quiet_rank = np.concatenate([quiet_order_start[pending_codes], quiet_order[accepted_rows]])
 
         order = _stable_order(candidates.devices)
         codes = candidates.devices[order]
         times = candidates.times[order]
         arrival = arrival[order]
         advances = advances[order]
+        quiet_row = quiet_row[order]
+        quiet_rank = quiet_rank[order]
         total = len(order)
         if total == 0:
             return RowTable.empty(self.width), RowTable.empty(self.width)
@@ -499,14 +571,18 @@ class BlockReorderer:
             low = np.where(active & ~passes, middle + 1, low)
             high = np.where(active & passes, middle, high)
             active = low < high
-        released = low < stop_of
+        own = low < stop_of
+        own_row = np.where(own, arrival[np.minimum(low, total - 1)], np.iinfo(np.int64).max)
 
+        # A row leaves at the first of the two. At one block row the pushing
+        # device's own rows come first, then quiet devices in queue order.
+        by_quiet = (quiet_row >= 0) & (quiet_row < own_row)
+        released = own | by_quiet
+        self.reorderer.counters.quiet += int(by_quiet.sum())
         released_rows = np.flatnonzero(released)
-        release_at = positions[arrival[low[released_rows]]]
-        if late_rows:
-            release_order = np.lexsort((times[released_rows], release_at))
-        else:
-            release_order = np.argsort(release_at, kind="stable")
+        release_at = np.where(by_quiet, quiet_row, own_row)[released_rows]
+        rank = np.where(by_quiet, quiet_rank, -1)[released_rows]
+        release_order = np.lexsort((times[released_rows], rank, release_at))
         out = candidates.take(order[released_rows[release_order]])
         self._remember_last(out)
 
@@ -528,6 +604,95 @@ class BlockReorderer:
         codes, first_from_end = np.unique(reversed_codes, return_index=True)
         last_rows = len(released) - 1 - first_from_end
         self._store_last(codes.astype(np.int64), released.take(last_rows))
+
+
+@numba.njit(cache=True, nogil=True)
+def _quiet_releases(codes, triggers, stream_after, watermark, stream_before, arrived, sequence, counter):
+    """Follow the queue of :class:`Reorderer` over a block: where does each device go quiet?
+
+    ``triggers`` marks the rows that advance their device's latest time.
+    ``stream_after`` and ``stream_before`` are the stream's latest time after
+    and before each row. ``watermark`` is ``stream_after`` minus the
+    lateness bound. ``arrived`` and ``sequence`` (per device code, NaN for
+    None) are updated in place, as ``counter`` would be.
+
+    Returns, for a row kept in the buffer, the block row at which its device's
+    rows are released as quiet (-1: not in this block) and the device's place
+    in the queue at that moment, and the same two per device code for rows
+    that were pending before the block.
+    """
+    count = codes.shape[0]
+    n_codes = arrived.shape[0]
+    queued = np.flatnonzero(~np.isnan(arrived))
+    first = queued[np.argsort(sequence[queued], kind="mergesort")]
+    queue_code = np.empty(first.shape[0] + count, dtype=np.int64)
+    queue_sequence = np.empty(first.shape[0] + count, dtype=np.int64)
+    tail = 0
+    for code in first:
+        queue_code[tail] = code
+        queue_sequence[tail] = sequence[code]
+        tail += 1
+    head = 0
+    start_sequence = sequence.copy()
+    window = np.full(n_codes, -1, dtype=np.int64)  # the in-order row that queued the device last; -1: before the block
+    window_of_row = np.empty(count, dtype=np.int64)
+    row_sequence = np.zeros(count, dtype=np.int64)
+    released_at = np.full(count, -1, dtype=np.int64)  # per in-order row: where its window ended quiet
+    released_at_start = np.full(n_codes, -1, dtype=np.int64)
+
+    for row in range(count):
+        code = codes[row]
+        if triggers[row]:
+            counter += 1
+            sequence[code] = counter
+            row_sequence[row] = counter
+            arrived[code] = stream_after[row]
+            window[code] = row
+            queue_code[tail] = code
+            queue_sequence[tail] = counter
+            tail += 1
+        window_of_row[row] = window[code]
+        if stream_after[row] > stream_before[row]:
+            while head < tail:
+                quiet = queue_code[head]
+                if queue_sequence[head] != sequence[quiet] or np.isnan(arrived[quiet]):
+                    head += 1  # the device reported again, or already left
+                    continue
+                if not arrived[quiet] < watermark[row]:
+                    break
+                if window[quiet] < 0:
+                    released_at_start[quiet] = row
+                else:
+                    released_at[window[quiet]] = row
+                arrived[quiet] = np.nan
+                head += 1
+
+    # A row stays until the first window of its device, from its own on, that ends quiet.
+    next_at = np.full(n_codes, -1, dtype=np.int64)
+    next_rank = np.full(n_codes, -1, dtype=np.int64)
+    window_at = np.full(count, -1, dtype=np.int64)
+    window_rank = np.full(count, -1, dtype=np.int64)
+    for row in range(count - 1, -1, -1):
+        if triggers[row]:
+            code = codes[row]
+            if released_at[row] >= 0:
+                next_at[code] = released_at[row]
+                next_rank[code] = row_sequence[row]
+            window_at[row] = next_at[code]
+            window_rank[row] = next_rank[code]
+    at_start = np.where(released_at_start >= 0, released_at_start, next_at)
+    rank_start = np.where(released_at_start >= 0, start_sequence, next_rank)
+    at = np.empty(count, dtype=np.int64)
+    rank = np.empty(count, dtype=np.int64)
+    for row in range(count):
+        own_window = window_of_row[row]
+        if own_window < 0:
+            at[row] = at_start[codes[row]]
+            rank[row] = rank_start[codes[row]]
+        else:
+            at[row] = window_at[own_window]
+            rank[row] = window_rank[own_window]
+    return at, rank, at_start, rank_start
 
 
 def _blank_rows(count: int, width: int) -> RowTable:

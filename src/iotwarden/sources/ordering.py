@@ -26,19 +26,28 @@ last ``lateness`` seconds of the device, and against the last observation
 released. A duplicate of an older released observation is older than the
 watermark, so it is rejected as too far out of order instead.
 
+A quiet device does not hold back its last readings: once the stream as a
+whole (its latest event time over all devices) has moved on by more than
+the bound since the device's last report in order, everything the device
+has pending is released. Replays then pass a device's last readings to the
+engine before other devices' clocks make it look silent. After such a
+release, a row of that device that is not newer than its latest time is
+rejected as too far out of order, or as a duplicate.
+
 With ``lateness=0`` nothing is re-ordered, and an observation waits only
-until the device's next later one. The buffer keeps per device the
-observations of the last ``lateness`` seconds, so memory grows with the
-bound times the reporting rate. A live source should call
-:meth:`Reorderer.release_until` on a timer, so that the last readings of a
-quiet device do not wait for its next report.
+until the device's next later one or the stream's. The buffer keeps per
+device the observations of the last ``lateness`` seconds, so memory grows
+with the bound times the reporting rate. A live source should also call
+:meth:`Reorderer.release_until` on a timer, so that readings do not wait
+while the whole stream is quiet.
 """
 
 from __future__ import annotations
 
 import heapq
 import logging
-from collections import deque
+import math
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -65,12 +74,15 @@ class OrderingCounters:
         too_late: Observations rejected as older than the watermark.
         duplicates: Exact duplicates dropped.
         conflicts: Conflicting duplicates rejected.
+        quiet: Observations released before their device's watermark
+            passed them, because the device went quiet.
     """
 
     reordered: int = 0
     too_late: int = 0
     duplicates: int = 0
     conflicts: int = 0
+    quiet: int = 0
 
 
 @dataclass
@@ -85,6 +97,10 @@ class _DeviceBuffer:
     latest: float
     pending: deque[Observation] = field(default_factory=deque)
     last_released: Observation | None = None
+    # The stream's latest time at the device's last report in order, and the
+    # number of that report in the stream; None once its rows were released as quiet.
+    arrived: float | None = None
+    sequence: int = 0
 
 
 class Reorderer:
@@ -104,53 +120,78 @@ class Reorderer:
         self.lateness = float(lateness)
         self.counters = OrderingCounters()
         self._devices: dict[str, _DeviceBuffer] = {}
+        # The latest event time over all devices, and the number of reports in order so far.
+        self.stream_latest = -math.inf
+        self.sequence = 0
+        # Devices that reported in order since their rows were last released
+        # as quiet, by their last such report: their `arrived` grows along it.
+        self._quiet: OrderedDict[str, None] = OrderedDict()
 
     def process(self, items: Iterable[Item]) -> Iterator[Item]:
         """Yield the items of ``items`` in per-device order, then flush at the end."""
-        devices = self._devices
-        lateness = self.lateness
         for item in items:
-            # The in-order branch of push(), inlined because it runs per row.
-            if type(item) is Observation:
-                buffer = devices.get(item.device)
-                if buffer is not None and item.time > buffer.latest:
-                    buffer.latest = item.time
-                    pending = buffer.pending
-                    pending.append(item)
-                    watermark = item.time - lateness
-                    while pending[0].time < watermark:
-                        buffer.last_released = pending.popleft()
-                        yield buffer.last_released
-                    continue
             yield from self.push(item)
         yield from self.flush()
 
     def push(self, item: Item) -> list[Item]:
-        """Take one item and return the items released by it, possibly none."""
+        """Take one item and return the items released by it, possibly none.
+
+        Released are first the item's own device's rows that its watermark
+        passes, then the rows of devices that went quiet, device by device
+        in the order of their last reports.
+        """
         if type(item) is not Observation:
             return [item]
-        buffer = self._devices.get(item.device)
-        if buffer is None:
-            buffer = self._devices[item.device] = _DeviceBuffer(latest=item.time)
-            buffer.pending.append(item)
-            return []
-
-        pending = buffer.pending
+        device = item.device
         event_time = item.time
-        if event_time > buffer.latest:
-            # In order, the common case: append and release what the new
-            # watermark passes.
-            buffer.latest = event_time
-            pending.append(item)
-            watermark = event_time - self.lateness
-            if pending[0].time >= watermark:
-                return []
-            released = []
+        buffer = self._devices.get(device)
+        if buffer is None:
+            buffer = self._devices[device] = _DeviceBuffer(latest=event_time)
+        elif not event_time > buffer.latest:
+            return self._place_late(buffer, item)
+
+        # In order, the common case: append and release what the new
+        # watermark passes.
+        buffer.latest = event_time
+        pending = buffer.pending
+        pending.append(item)
+        advanced = event_time > self.stream_latest
+        if advanced:
+            self.stream_latest = event_time
+        self.sequence += 1
+        buffer.arrived = self.stream_latest
+        buffer.sequence = self.sequence
+        quiet = self._quiet
+        quiet[device] = None
+        quiet.move_to_end(device)
+
+        released: list[Item] = []
+        watermark = event_time - self.lateness
+        if pending[0].time < watermark:
             while pending[0].time < watermark:
                 released.append(pending.popleft())
-            buffer.last_released = released[-1]
-            return released
-        return self._place_late(buffer, item)
+            buffer.last_released = released[-1]  # type: ignore[assignment]
+        if advanced:
+            self._release_quiet(released)
+        return released
+
+    def _release_quiet(self, released: list[Item]) -> None:
+        """Append to ``released`` the pending rows of devices quiet for longer than the bound."""
+        watermark = self.stream_latest - self.lateness
+        quiet = self._quiet
+        devices = self._devices
+        while quiet:
+            device = next(iter(quiet))
+            buffer = devices[device]
+            if not buffer.arrived < watermark:  # type: ignore[operator]
+                return
+            del quiet[device]
+            buffer.arrived = None
+            if buffer.pending:
+                self.counters.quiet += len(buffer.pending)
+                released.extend(buffer.pending)
+                buffer.last_released = buffer.pending[-1]
+                buffer.pending.clear()
 
     def flush(self) -> list[Item]:
         """Release every pending observation, in time order across devices, and reset the buffers.
@@ -160,9 +201,11 @@ class Reorderer:
         """
         released = list(heapq.merge(*(buffer.pending for buffer in self._devices.values()), key=_event_time))
         for buffer in self._devices.values():
+            buffer.arrived = None
             if buffer.pending:
                 buffer.last_released = buffer.pending[-1]
                 buffer.pending.clear()
+        self._quiet.clear()
         return released  # type: ignore[return-value]
 
     def release_until(self, time: float) -> list[Item]:
@@ -187,6 +230,8 @@ class Reorderer:
         return {
             "lateness": self.lateness,
             "counters": asdict(self.counters),
+            "stream_latest": self.stream_latest if math.isfinite(self.stream_latest) else None,
+            "sequence": self.sequence,
             "devices": {
                 device: {
                     "latest": buffer.latest,
@@ -194,6 +239,8 @@ class Reorderer:
                     "last_released": (
                         _observation_to_dict(buffer.last_released) if buffer.last_released is not None else None
                     ),
+                    "arrived": buffer.arrived,
+                    "sequence": buffer.sequence,
                 }
                 for device, buffer in self._devices.items()
             },
@@ -212,15 +259,33 @@ class Reorderer:
             devices = {}
             for device, saved in state["devices"].items():
                 last_released = saved["last_released"]
-                devices[device] = _DeviceBuffer(
+                buffer = _DeviceBuffer(
                     latest=float(saved["latest"]),
                     pending=deque(_observation_from_dict(data) for data in saved["pending"]),
                     last_released=_observation_from_dict(last_released) if last_released is not None else None,
                 )
+                # Snapshots from before quiet devices were released have no
+                # `arrived`: a device with rows pending counts from its latest time.
+                arrived = saved.get("arrived", buffer.latest if buffer.pending else None)
+                buffer.arrived = None if arrived is None else float(arrived)
+                buffer.sequence = int(saved.get("sequence", 0))
+                devices[device] = buffer
+            stream_latest = state.get("stream_latest")
+            if stream_latest is None and "stream_latest" not in state and devices:
+                stream_latest = max(buffer.latest for buffer in devices.values())
+            sequence = int(state.get("sequence", 0))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise IotwardenError(f"invalid reorderer snapshot: {exc!r}") from exc
         self.counters = counters
+        self.stream_latest = -math.inf if stream_latest is None else float(stream_latest)
+        self.sequence = sequence
+        self._set_devices(devices)
+
+    def _set_devices(self, devices: dict[str, _DeviceBuffer]) -> None:
+        """Take ``devices`` as the buffers, and queue the devices not yet released as quiet."""
         self._devices = devices
+        queued = sorted((buffer.sequence, index, device) for index, (device, buffer) in enumerate(devices.items()) if buffer.arrived is not None)
+        self._quiet = OrderedDict((device, None) for _, _, device in queued)
 
     @property
     def pending_count(self) -> int:
@@ -237,8 +302,8 @@ class Reorderer:
 
         last_released = buffer.last_released
         if last_released is not None and event_time <= last_released.time:
-            # Only after flush() or release_until(): the normal watermark
-            # releases nothing this recent.
+            # Only after a flush, release_until() or a quiet release: the
+            # device's own watermark releases nothing this recent.
             if event_time == last_released.time:
                 return [self.duplicate(last_released, item)]
             return [self.too_late(item, self.released_detail(last_released))]
