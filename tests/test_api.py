@@ -27,8 +27,8 @@ def record_observations(engine: Engine, recorder: ObservationRecorder) -> None:
     """Call the recorder after every batch, as a detector wired for the console does."""
     process = engine.process_batch
 
-    def process_and_record(batch: Any) -> Any:
-        result = process(batch)
+    def process_and_record(batch: Any, silence_clock: float | None = None) -> Any:
+        result = process(batch, silence_clock)
         recorder.record(batch)
         return result
 

@@ -6,11 +6,13 @@ import gzip
 import json
 import signal
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from blockdata import (
+    START,
     FleetOptions,
     Outcome,
     StoreWrites,
@@ -138,6 +140,33 @@ def test_replay_cases(tmp_path: Path, cases_dir: Path, monkeypatch: pytest.Monke
     monkeypatch.setattr(csvblocks, "CHUNK_BYTES", 64)
     _compare(tmp_path, cases_dir / name, config=EngineConfig(batch_size=4))
 
+
+
+def _fleet_with_gap(path: Path) -> Path:
+    """Write 4 devices reporting every 60 s for 4 h; device q-3 stops from 2:00 to 2:30 and q-2 at 3:50."""
+    rows = ["device_id,timestamp,temperature"]
+    events = []
+    for device in range(4):
+        for step in range(240):
+            time = START + 60.0 * step + 7.0 * device + (step * 13 % 5)
+            in_gap = device == 3 and 120 <= step < 150
+            ended = device == 2 and step >= 230
+            if not (in_gap or ended):
+                events.append((time, device))
+    for time, device in sorted(events):
+        stamp = datetime.fromtimestamp(time, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        rows.append(f"q-{device},{stamp},{20.0 + device + (time % 7) / 10:.1f}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_replay_silence_only_where_devices_stopped(tmp_path: Path, small_chunks: None) -> None:
+    # Batches of 50 rows: silence is checked after each one, while the reorderer keeps 5 minutes of readings.
+    outcome = _compare(tmp_path, _fleet_with_gap(tmp_path / "gap.csv"), config=EngineConfig(batch_size=50))
+    silences = [alert for alert in outcome.alerts if alert["category"] == "silence"]
+    assert [alert["device"] for alert in silences] == ["q-3", "q-2"]
+    assert silences[0]["details"]["silent_since"] == "2024-05-01T01:59:23Z"
+    assert silences[1]["details"]["silent_since"] == "2024-05-01T03:49:16Z"
 
 def _resumed_outcome(tmp_path: Path, path: Path, stops: list[int], *, blocks: list[bool]) -> Outcome:
     """Replay ``path`` in parts that stop after ``stops`` records, saving and resuming the state between them.

@@ -28,6 +28,7 @@ import gc
 import itertools
 import json
 import logging
+import math
 import os
 import signal
 import threading
@@ -44,7 +45,7 @@ from iotwarden.decisions.alerts import Alert
 from iotwarden.engine import Engine
 from iotwarden.errors import IotwardenError
 from iotwarden.observation import FieldIssue, Observation, Rejection
-from iotwarden.sources.blockorder import BlockReorderer, RowTable
+from iotwarden.sources.blockorder import BlockPush, BlockReorderer, RowTable
 from iotwarden.sources.blocks import ObservationBlock, RecordStream
 from iotwarden.sources.deadletter import DeadLetterWriter
 from iotwarden.sources.ordering import Reorderer
@@ -208,10 +209,9 @@ class Replay:
             if self._batch_rows:
                 rows = RowTable.concat(self._batch_rows, self._blocks.width)
                 self._batch_rows, self._batch_row_count = [], 0
-                self._score_rows(rows)
+                self._score_rows(rows, math.inf)
         else:
-            for released in self.reorderer.flush():
-                self._route(released)
+            self._route_released(self.reorderer.flush())
             self._flush_batch()
         self._emit(self.engine.finish())
 
@@ -227,18 +227,32 @@ class Replay:
             return
         if isinstance(item, Observation):
             self.summary.records += 1
-            for released in self.reorderer.push(item):
-                self._route(released)
+            self._route_released(self.reorderer.push(item))
         else:
             if isinstance(item, Rejection):
                 self.summary.records += 1
             self._route(item)
 
+    def _route_released(self, items: list[Item]) -> None:
+        """Route what the reorderer released; a batch that fills up is scored at once.
+
+        Devices with readings not scored yet (still held by the reorderer,
+        or later in ``items``) must not look silent, so the batch's silence
+        check stops at the earliest of those readings.
+        """
+        size = self.engine.config.batch_size
+        for position, item in enumerate(items):
+            if not isinstance(item, Observation):
+                self._route(item)
+                continue
+            self.pending.append(item)
+            if len(self.pending) >= size:
+                waiting = min((later.time for later in items[position + 1 :] if isinstance(later, Observation)), default=math.inf)
+                self._flush_batch(min(waiting, self.reorderer.frontier()))
+
     def _route(self, item: Item) -> None:
         if isinstance(item, Observation):
-            self.pending.append(item)
-            if len(self.pending) >= self.engine.config.batch_size:
-                self._flush_batch()
+            self._route_released([item])
         elif isinstance(item, Rejection):
             self.summary.rejected[item.kind] += 1
             if self.dead_letters is not None:
@@ -248,11 +262,11 @@ class Replay:
             if self.dead_letters is not None:
                 self.dead_letters.write(item)
 
-    def _flush_batch(self) -> None:
+    def _flush_batch(self, silence_clock: float = math.inf) -> None:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        result = self.engine.process_batch(batch)
+        result = self.engine.process_batch(batch, silence_clock=silence_clock)
         self.summary.observations += len(batch)
         self._emit(result.alerts, result.closed)
         if self.after_batch is not None:
@@ -295,10 +309,13 @@ class Replay:
             routed = sorted([*block.other_items, *pushed.rejections], key=lambda entry: entry[0])
         for _, item in routed:
             self._route(item)
-        self._add_rows(pushed.released)
+        self._add_rows(pushed.released, pushed)
 
-    def _add_rows(self, rows: RowTable) -> None:
-        """Add released rows to the partial batch and score every batch that fills up."""
+    def _add_rows(self, rows: RowTable, pushed: BlockPush | None = None) -> None:
+        """Add released rows to the partial batch and score every batch that fills up.
+
+        ``pushed`` is the block push that released ``rows``, None for a flush.
+        """
         if not len(rows):
             return
         self._batch_rows.append(rows)
@@ -307,25 +324,34 @@ class Replay:
         if self._batch_row_count < size:
             return
         table = RowTable.concat(self._batch_rows, self._blocks.width)
+        first_new = len(table) - len(rows)
         start = 0
         while len(table) - start >= size:
-            self._score_rows(table.take(slice(start, start + size)))
+            # The earliest reading not scored yet when the batch's last row left the reorderer, as on the item path.
+            last = start + size - 1 - first_new
+            if pushed is None:
+                clock = float(rows.times[last + 1 :].min()) if last + 1 < len(rows) else math.inf
+            else:
+                clock = pushed.frontier(last)
+            self._score_rows(table.take(slice(start, start + size)), clock)
             start += size
         rest = table.take(slice(start, None))
         self._batch_rows = [rest] if len(rest) else []
         self._batch_row_count = len(rest)
 
-    def _score_rows(self, batch: RowTable) -> None:
+    def _score_rows(self, batch: RowTable, silence_clock: float) -> None:
         """Score one batch of rows, as :meth:`_flush_batch` scores the same observations."""
         observations: list[Observation] | None = None
         devices: list[str] = []
         if self._arrays_match_items(batch):
             devices = self._blocks.device_names_of(batch)
-            result = self.engine.process_arrays(devices, batch.times, batch.values, self._blocks.metric_names)
+            result = self.engine.process_arrays(
+                devices, batch.times, batch.values, self._blocks.metric_names, silence_clock=silence_clock
+            )
             self._attach_sources(result.alerts, batch)
         else:
             observations = self._blocks.observations(batch)
-            result = self.engine.process_batch(observations)
+            result = self.engine.process_batch(observations, silence_clock=silence_clock)
         self.summary.observations += len(batch)
         self._emit(result.alerts, result.closed)
         if observations is None and self.after_columns is not None:

@@ -258,8 +258,14 @@ class Engine:
 
     # Input ------------------------------------------------------------------
 
-    def process_batch(self, observations: Sequence[Observation]) -> BatchResult:
-        """Score and learn from one micro-batch of observations, in order."""
+    def process_batch(self, observations: Sequence[Observation], silence_clock: float | None = None) -> BatchResult:
+        """Score and learn from one micro-batch of observations, in order.
+
+        After the batch, devices that stopped reporting are checked against
+        the batch's latest time, or against ``silence_clock`` if that is
+        earlier: a caller that still holds observations back (a reorderer)
+        passes the time up to which it has released everything.
+        """
         n = len(observations)
         self.book.start_batch()
         shard_of = np.empty(n, dtype=np.intp)
@@ -291,7 +297,7 @@ class Engine:
 
         for i, event in events:
             self._counter_alert(observations[i], event)
-        return self._process(shard_of, slot_of, times, values, observations)
+        return self._process(shard_of, slot_of, times, values, observations, silence_clock)
 
     def process_arrays(
         self,
@@ -300,11 +306,13 @@ class Engine:
         values: np.ndarray,
         metric_names: Sequence[str],
         attributes: Sequence[dict[str, str]] | None = None,
+        silence_clock: float | None = None,
     ) -> BatchResult:
         """Score a batch given as columns: ``values[i, k]`` is metric ``k`` of row ``i``.
 
         NaN in ``values`` means missing. Counter conversion is not applied
         on this path; it is meant for already validated numeric streams.
+        ``silence_clock`` is as in :meth:`process_batch`.
         """
         n = len(devices)
         self.book.start_batch()
@@ -312,7 +320,7 @@ class Engine:
         shard_of, slot_of = self._locate(devices, attributes)
         matrix = np.full((n, self.n_metrics), np.nan)
         matrix[:, columns] = values
-        return self._process(shard_of, slot_of, np.asarray(times, dtype=np.float64), matrix, None)
+        return self._process(shard_of, slot_of, np.asarray(times, dtype=np.float64), matrix, None, silence_clock)
 
     def check_silence(self, clock: float) -> list[Alert]:
         """Raise silence alerts for devices that stopped reporting by ``clock``.
@@ -355,6 +363,7 @@ class Engine:
         times: np.ndarray,
         values: np.ndarray,
         observations: Sequence[Observation] | None,
+        silence_clock: float | None = None,
     ) -> BatchResult:
         n = len(times)
         score = np.zeros(n)
@@ -376,7 +385,8 @@ class Engine:
 
         self.observations += n
         if n:
-            self.check_silence(float(times.max()))
+            latest = float(times.max())
+            self.check_silence(latest if silence_clock is None else min(latest, silence_clock))
         self._observations = None
         return BatchResult(score, ready, flagged, list(self.book.opened), list(self.book.closed))
 

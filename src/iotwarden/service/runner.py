@@ -415,7 +415,8 @@ class Service:
         if not self.pending:
             return
         batch, self.pending = self.pending, []
-        result = self.engine.process_batch(batch)
+        # Readings still held for reordering keep their devices from looking silent.
+        result = self.engine.process_batch(batch, silence_clock=self.reorderer.frontier())
         self.recorder.record(batch)
         self.suppressions.refresh()
         self.counters.observations += len(batch)

@@ -109,11 +109,35 @@ class BlockPush:
 
     ``released`` are the released observations in release order, and
     ``rejections`` the rows rejected as too late or as duplicates, each with
-    its position in the block.
+    its position in the block. ``release_rows`` gives the block row whose
+    arrival released each of ``released``.
     """
 
     released: RowTable
     rejections: list[tuple[int, Rejection]]
+    release_rows: np.ndarray
+    # Every row kept in the buffer during the block: its arrival row (-1 before the block),
+    # the row that released it (the largest int64 while still pending) and its time.
+    kept_arrival: np.ndarray
+    kept_release: np.ndarray
+    kept_times: np.ndarray
+
+    def frontier(self, index: int) -> float:
+        """Return the earliest time not yet scored when ``released[index]`` is routed.
+
+        That is the earliest time still in the reorderer right after the
+        push that released ``released[index]``, or of the rows that push
+        released after it.
+        """
+        row = self.release_rows[index]
+        waiting = (self.kept_arrival <= row) & (self.kept_release > row)
+        stop = int(np.searchsorted(self.release_rows, row, side="right"))
+        earliest = math.inf
+        if waiting.any():
+            earliest = float(self.kept_times[waiting].min())
+        if index + 1 < stop:
+            earliest = min(earliest, float(self.released.times[index + 1 : stop].min()))
+        return earliest
 
 
 class BlockReorderer:
@@ -401,11 +425,11 @@ class BlockReorderer:
             )
             rejections.sort(key=lambda entry: entry[0])
 
-        released, pending = self._release(
+        pushed = self._release(
             rows, accepted, triggers, lateness, late_rows, quiet_at, quiet_order, quiet_at_start, quiet_order_start
         )
-        self.pending = pending
-        return BlockPush(released=released, rejections=rejections)
+        pushed.rejections = rejections
+        return pushed
 
     def flush(self) -> RowTable:
         """Release every pending row, in time order across devices, as :meth:`Reorderer.flush` does."""
@@ -524,8 +548,8 @@ class BlockReorderer:
         quiet_order: np.ndarray,
         quiet_at_start: np.ndarray,
         quiet_order_start: np.ndarray,
-    ) -> tuple[RowTable, RowTable]:
-        """Return the released rows in release order and the rows still pending, sorted by device and time."""
+    ) -> BlockPush:
+        """Release rows and keep the rest, sorted by device and time, as the new pending rows."""
         accepted_rows = np.flatnonzero(accepted)
         pending_count = len(self.pending)
         candidates = RowTable.concat([self.pending, rows.take(accepted_rows)], self.width)
@@ -544,8 +568,10 @@ class BlockReorderer:
         quiet_row = quiet_row[order]
         quiet_rank = quiet_rank[order]
         total = len(order)
+        nothing = np.zeros(0, dtype=np.int64)
         if total == 0:
-            return RowTable.empty(self.width), RowTable.empty(self.width)
+            self.pending = RowTable.empty(self.width)
+            return BlockPush(RowTable.empty(self.width), [], nothing, nothing, nothing, np.zeros(0))
 
         # Group bounds of each element, in the order by device.
         boundary = np.flatnonzero(codes[1:] != codes[:-1]) + 1
@@ -585,6 +611,8 @@ class BlockReorderer:
         release_order = np.lexsort((times[released_rows], rank, release_at))
         out = candidates.take(order[released_rows[release_order]])
         self._remember_last(out)
+        leave = np.full(total, np.iinfo(np.int64).max, dtype=np.int64)
+        leave[released_rows] = release_at
 
         # The device's latest time: that of its last row that advanced it.
         last_in_group = last_advance[group_stops - 1]
@@ -594,7 +622,8 @@ class BlockReorderer:
         still_pending = candidates.take(order[~released])
         if late_rows:
             still_pending = still_pending.take(np.lexsort((still_pending.times, still_pending.devices)))
-        return out, still_pending
+        self.pending = still_pending
+        return BlockPush(out, [], release_at[release_order], arrival, leave, times)
 
     def _remember_last(self, released: RowTable) -> None:
         """Record the last released row of each device, as ``last_released``."""
@@ -616,10 +645,10 @@ def _quiet_releases(codes, triggers, stream_after, watermark, stream_before, arr
     lateness bound. ``arrived`` and ``sequence`` (per device code, NaN for
     None) are updated in place, as ``counter`` would be.
 
-    Returns, for a row kept in the buffer, the block row at which its device's
-    rows are released as quiet (-1: not in this block) and the device's place
-    in the queue at that moment, and the same two per device code for rows
-    that were pending before the block.
+    Returns four arrays. For each block row: the block row at which its
+    device's rows are released as quiet (-1: not in this block), and the
+    device's place in the queue at that moment. Per device code: the same two
+    for rows that were pending before the block.
     """
     count = codes.shape[0]
     n_codes = arrived.shape[0]

@@ -287,6 +287,14 @@ class Reorderer:
         queued = sorted((buffer.sequence, index, device) for index, (device, buffer) in enumerate(devices.items()) if buffer.arrived is not None)
         self._quiet = OrderedDict((device, None) for _, _, device in queued)
 
+    def frontier(self) -> float:
+        """Return the earliest event time still pending, or infinity when nothing is.
+
+        Every observation older than this has been released, so a device
+        that last reported before it is not waiting in the buffer.
+        """
+        return min((buffer.pending[0].time for buffer in self._devices.values() if buffer.pending), default=math.inf)
+
     @property
     def pending_count(self) -> int:
         """Number of observations waiting for their device's watermark."""
