@@ -61,6 +61,12 @@ def test_nab_table_lists_scoreboard(tmp_path, stand_in_engines):
     assert "null" in result.stdout
 
 
+def test_nab_table_explains_variants(tmp_path, stand_in_engines):
+    make_corpus(tmp_path)
+    result = CliRunner().invoke(evaluate, ["nab", str(tmp_path)], terminal_width=400)
+    assert "iotwarden (surprise): engine surprise on every row" in result.stdout
+
+
 def test_skab_json(tmp_path, stand_in_engines):
     write_skab_file(tmp_path / "data" / "valve1" / "0.csv", [0] * 10 + [1] * 5 + [0] * 5)
     result = CliRunner().invoke(evaluate, ["skab", str(tmp_path), "--json"])

@@ -63,6 +63,17 @@ def test_exact_duplicate_dropped_as_duplicate() -> None:
     assert rejection.reason == "exact duplicate of line 2 (same device, time and values); dropped"
 
 
+
+def test_rejection_keeps_record_as_json() -> None:
+    items = list(Reorderer().process([_obs(0, 2), _obs(0, 3)]))
+    [rejection] = _rejections(items)
+    assert json.loads(rejection.raw) == {  # type: ignore[arg-type]
+        "device": "d",
+        "time": "2024-05-01T10:00:00Z",
+        "metrics": {"t": 1.0},
+        "attributes": {},
+    }
+
 def test_conflicting_duplicate_keeps_first() -> None:
     items = list(Reorderer().process([_obs(0, 8, value=20.2), _obs(0, 9, value=27.9)]))
     assert [obs.metrics for obs in items if isinstance(obs, Observation)] == [{"t": 20.2}]

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from iotwarden.errors import IotwardenError
-from iotwarden.evaluate.nab import NabReport, find_nab_files, run_nab
+from iotwarden.evaluate.nab import VARIANT_DESCRIPTIONS, NabReport, find_nab_files, run_nab
 from iotwarden.evaluate.skab import SkabReport, find_skab_files, run_skab, summarise
 from iotwarden.evaluate.ton_iot import (
     CONTROL_ROWS,
@@ -129,6 +129,9 @@ def _print_nab(report: NabReport) -> None:
     ranked = sorted(report.scoreboard.items(), key=lambda item: -item[1].get("standard", 0.0))
     for detector, scores in ranked:
         table.add_row(detector, *(_number(scores.get(name), 1) for name in profiles))
+    table.caption = "; ".join(
+        f"iotwarden ({variant}): {VARIANT_DESCRIPTIONS.get(variant, variant)}" for variant in report.variants
+    ) + ". The first row is the headline score; the rows below iotwarden's are the published scoreboard."
     console.print(table)
 
     details = Table(

@@ -64,6 +64,8 @@ __all__ = [
     "load_scoreboard",
     "load_windows",
     "NabReport",
+    "PRIMARY_VARIANT",
+    "VARIANT_DESCRIPTIONS",
     "anomaly_likelihood",
     "nab_observations",
     "run_nab",

@@ -45,6 +45,7 @@ while the whole stream is quiet.
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import math
 from collections import OrderedDict, deque
@@ -425,10 +426,18 @@ def _line_name(observation: Observation) -> str:
 
 
 def _describe(observation: Observation) -> str:
-    return (
-        f"device={observation.device} time={format_time(observation.time)} "
-        f"metrics={observation.metrics} attributes={observation.attributes}"
-    )
+    """Return the record as read, as a JSON object, for the dead-letter file.
+
+    The input line itself is not kept past parsing; its source and line
+    number are in the rejection.
+    """
+    record = {
+        "device": observation.device,
+        "time": format_time(observation.time),
+        "metrics": observation.metrics,
+        "attributes": observation.attributes,
+    }
+    return json.dumps(record, ensure_ascii=False)
 
 
 def _seconds(value: float) -> str:
