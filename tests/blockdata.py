@@ -61,6 +61,7 @@ class FleetOptions:
     bad_utf8: bool = False
     trailing_blank_lines: int = 0
     time_style: str = "iso"
+    attributes: bool = False
 
 
 def fleet_lines(options: FleetOptions) -> list[str]:
@@ -77,12 +78,16 @@ def fleet_lines(options: FleetOptions) -> list[str]:
     events.sort()
     events = events[: options.rows]
 
-    lines = ["device_id,timestamp," + ",".join(METRICS)]
+    header = "device_id,timestamp," + ",".join(METRICS)
+    lines = [header + ",device_type,site" if options.attributes else header]
     for time, device in events:
         values = [level[device][k] + rng.gauss(0.0, 0.5) for k in range(len(METRICS))]
         if rng.random() < 0.003:
             values[rng.randrange(len(values))] += rng.choice([-1, 1]) * 40.0
         fields = [f"dev-{device:03d}", _time_text(time, options.time_style)] + [f"{value:.2f}" for value in values]
+        if options.attributes:
+            # Types by device; sites with stray spaces, blanks and one non-ASCII name.
+            fields += [("pump", "meter", "camera")[device % 3], rng.choice(["north", " north ", "", "süd", "east"])]
         if options.sparse and rng.random() < options.sparse:
             fields[2 + rng.randrange(len(METRICS))] = ""
         if options.quotes and rng.random() < options.quotes:

@@ -87,8 +87,9 @@ def test_replay_clean_file_default_batches(tmp_path: Path, small_chunks: None) -
         FleetOptions(rows=3000, faults=0.03, quotes=0.005, seed=34),
         FleetOptions(rows=3000, faults=0.03, sparse=0.3, seed=35),
         FleetOptions(rows=3000, faults=0.03, bad_utf8=True, trailing_blank_lines=2, seed=36),
+        FleetOptions(rows=3000, faults=0.05, attributes=True, seed=38),
     ],
-    ids=["crlf", "quotes", "sparse", "invalid_utf8"],
+    ids=["crlf", "quotes", "sparse", "invalid_utf8", "attributes"],
 )
 def test_replay_file_variants(tmp_path: Path, small_chunks: None, options: FleetOptions) -> None:
     path = write_fleet(tmp_path / "a.csv", options)

@@ -38,15 +38,16 @@ def _stream(seed: int, count: int, devices: int) -> list[Observation | FieldIssu
                 device = int(previous.device.split("-")[1])
         if roll > 0.95 and items and isinstance(items[-1], Observation):
             copy = items[-1]
-            items.append(Observation(copy.device, copy.time, dict(copy.metrics), {}, SOURCE, line))
+            items.append(Observation(copy.device, copy.time, dict(copy.metrics), dict(copy.attributes), SOURCE, line))
             line += 1
             continue
         metrics = {"t": round(rng.gauss(20, 1), 1), "h": round(rng.gauss(50, 5), 1)}
         if rng.random() < 0.1:
             del metrics[rng.choice(NAMES)]
+        attributes = {"site": rng.choice(["north", "south"])} if rng.random() < 0.3 else {}
         if rng.random() < 0.03:
             items.append(FieldIssue(SOURCE, line, "t", "'x' is not a number"))
-        items.append(Observation(f"d-{device}", time, metrics, {}, SOURCE, line))
+        items.append(Observation(f"d-{device}", time, metrics, attributes, SOURCE, line))
         line += 1
     return items
 
@@ -63,7 +64,7 @@ def _blocks(items: list[Any], rng: random.Random) -> list[ObservationBlock]:
 
 def _key(item: Any) -> Any:
     if isinstance(item, Observation):
-        return ("observation", item.device, item.time, list(item.metrics.items()), item.line)
+        return ("observation", item.device, item.time, list(item.metrics.items()), list(item.attributes.items()), item.line)
     return item
 
 
@@ -82,7 +83,7 @@ def test_block_reorderer_matches_item_by_item(seed: int, lateness: float) -> Non
 
     twin = Reorderer(lateness=lateness)
     blocks = BlockReorderer(twin)
-    assert blocks.activate()
+    blocks.activate()
     actual_out: list[Any] = []
     actual_rejected: list[Any] = []
     for block in _blocks(items, random.Random(seed)):
@@ -115,7 +116,7 @@ def test_block_reorderer_switches_forms(seed: int) -> None:
     rng = random.Random(seed)
     for block in _blocks(items, rng):
         if rng.random() < 0.5:
-            assert blocks.activate()
+            blocks.activate()
             pushed = blocks.push(block)
             rejected.extend(_key(rejection) for _, rejection in pushed.rejections)
             released.extend(_key(observation) for observation in blocks.observations(pushed.released))
@@ -149,15 +150,17 @@ def test_block_after_flush_rejects_released_times() -> None:
         twin.push(item)
     twin.flush()
     blocks = BlockReorderer(twin)
-    assert blocks.activate()
+    blocks.activate()
     pushed = blocks.push(block_from_items(SOURCE, ("t",), later))
     assert [_key(rejection) for _, rejection in pushed.rejections] == expected
     assert [rejection.kind for _, rejection in pushed.rejections] == ["duplicate", "rejected"]
 
 
-def test_activate_rejects_observations_with_attributes() -> None:
+def test_attributes_survive_switching_forms() -> None:
     reorderer = Reorderer()
     reorderer.push(Observation("d", T0, {"t": 1.0}, {"site": "north"}, SOURCE, 2))
+    before = reorderer.snapshot()
     blocks = BlockReorderer(reorderer)
-    assert not blocks.activate()
-    assert reorderer.pending_count == 1
+    blocks.activate()
+    blocks.deactivate()
+    assert reorderer.snapshot() == before

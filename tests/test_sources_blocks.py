@@ -67,6 +67,8 @@ FILES = {
     "naive_times": FleetOptions(time_style="naive", seed=8),
     "epoch_times": FleetOptions(time_style="epoch", seed=9),
     "dotted_dates": FleetOptions(time_style="dotted", seed=10),
+    "attributes": FleetOptions(attributes=True, seed=13),
+    "attributes_faults": FleetOptions(attributes=True, faults=0.05, sparse=0.1, seed=14),
 }
 
 
@@ -191,12 +193,13 @@ def test_faulty_rows_converted_one_by_one(tmp_path: Path, small_chunks: None, co
     assert sum(converted_rows) == 5 + 1
 
 
-def test_attribute_columns_read_row_by_row(tmp_path: Path, small_chunks: None) -> None:
-    path = tmp_path / "a.csv"
-    path.write_text("ts,device_id,kind,t\n" + "".join(f"2024-05-01T10:{minute:02d}:00Z,d,pump,{minute}\n" for minute in range(60)))
-    entries = list(read_records(path).blocks())
-    assert not any(isinstance(entry, ObservationBlock) for entry in entries)
-    _assert_same_items(path)
+def test_attribute_columns_read_column_wise(tmp_path: Path, small_chunks: None, converted_rows: list[int]) -> None:
+    path = write_fleet(tmp_path / "a.csv", FleetOptions(rows=2000, attributes=True, seed=23))
+    blocks = list(read_records(path).blocks())
+    assert all(isinstance(block, ObservationBlock) for block in blocks)
+    assert sum(converted_rows) == 5  # the sample rows only
+    rows = _assert_same_items(path)
+    assert {"device_type": "pump", "site": "north"} in [dict(key[4]) for key in rows]
 
 
 def test_block_head_and_tail_split_items(tmp_path: Path, small_chunks: None) -> None:

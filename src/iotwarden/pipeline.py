@@ -274,17 +274,15 @@ class Replay:
 
     # Blocks -----------------------------------------------------------------
 
-    def _use_blocks(self) -> bool:
-        """Keep the reorderer's state and the partial batch as arrays, or return False if they cannot be."""
+    def _use_blocks(self) -> None:
+        """Keep the reorderer's state and the partial batch as arrays."""
         if self._blocks.active:
-            return True
-        if any(observation.attributes for observation in self.pending) or not self._blocks.activate():
-            return False
+            return
+        self._blocks.activate()
         if self.pending:
             self._batch_rows = [self._blocks.table_of(self.pending)]
             self._batch_row_count = len(self.pending)
             self.pending = []
-        return True
 
     def _use_items(self) -> None:
         """Put the reorderer's state and the partial batch back in their item form."""
@@ -297,10 +295,7 @@ class Replay:
         self._blocks.deactivate()
 
     def _take_block(self, block: ObservationBlock) -> None:
-        if not self._use_blocks():
-            for item in block.items():
-                self._take(item)
-            return
+        self._use_blocks()
         pushed = self._blocks.push(block)
         source_rejections = sum(1 for _, item in block.other_items if isinstance(item, Rejection))
         self.summary.records += block.row_count + source_rejections
@@ -346,7 +341,12 @@ class Replay:
         if self._arrays_match_items(batch):
             devices = self._blocks.device_names_of(batch)
             result = self.engine.process_arrays(
-                devices, batch.times, batch.values, self._blocks.metric_names, silence_clock=silence_clock
+                devices,
+                batch.times,
+                batch.values,
+                self._blocks.metric_names,
+                attributes=self._blocks.attributes_of(batch),
+                silence_clock=silence_clock,
             )
             self._attach_sources(result.alerts, batch)
         else:

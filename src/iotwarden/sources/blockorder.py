@@ -37,7 +37,7 @@ from iotwarden.observation import Observation, Rejection
 from iotwarden.sources.blocks import ObservationBlock
 from iotwarden.sources.ordering import Reorderer, _DeviceBuffer
 
-__all__ = ["BlockPush", "BlockReorderer", "RowTable"]
+__all__ = ["AttributeRows", "BlockPush", "BlockReorderer", "RowTable"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,11 +46,12 @@ _NO_LINE = -1
 
 @dataclass
 class RowTable:
-    """Observation rows as columns, with device, source and layout codes of a :class:`BlockReorderer`.
+    """Observation rows as columns, with device, source, layout and attribute codes of a :class:`BlockReorderer`.
 
     ``values`` may have fewer columns than the reorderer has metrics; the
     missing columns are absent metrics. ``layouts`` give the order of each
     row's metrics, as in the file it came from. A line of -1 means none.
+    ``attributes`` are codes into the reorderer's attribute sets, 0 for none.
     """
 
     devices: np.ndarray
@@ -59,6 +60,7 @@ class RowTable:
     sources: np.ndarray
     layouts: np.ndarray
     values: np.ndarray
+    attributes: np.ndarray
 
     def __len__(self) -> int:
         return len(self.times)
@@ -72,11 +74,18 @@ class RowTable:
             sources=np.zeros(0, dtype=np.int32),
             layouts=np.zeros(0, dtype=np.int32),
             values=np.zeros((0, width), dtype=np.float64),
+            attributes=np.zeros(0, dtype=np.int32),
         )
 
     def take(self, rows: np.ndarray | slice) -> RowTable:
         return RowTable(
-            self.devices[rows], self.times[rows], self.lines[rows], self.sources[rows], self.layouts[rows], self.values[rows]
+            self.devices[rows],
+            self.times[rows],
+            self.lines[rows],
+            self.sources[rows],
+            self.layouts[rows],
+            self.values[rows],
+            self.attributes[rows],
         )
 
     def widened(self, width: int) -> RowTable:
@@ -85,7 +94,7 @@ class RowTable:
             return self
         values = np.full((len(self), width), np.nan)
         values[:, : self.values.shape[1]] = self.values
-        return RowTable(self.devices, self.times, self.lines, self.sources, self.layouts, values)
+        return RowTable(self.devices, self.times, self.lines, self.sources, self.layouts, values, self.attributes)
 
     @staticmethod
     def concat(tables: Sequence[RowTable], width: int) -> RowTable:
@@ -100,6 +109,7 @@ class RowTable:
             np.concatenate([table.sources for table in widened]),
             np.concatenate([table.layouts for table in widened]),
             np.concatenate([table.values for table in widened]),
+            np.concatenate([table.attributes for table in widened]),
         )
 
 
@@ -155,6 +165,8 @@ class BlockReorderer:
         self.layouts: list[tuple[str, ...]] = []
         self._layout_index: dict[tuple[str, ...], int] = {}
         self._layout_columns: list[list[tuple[str, int]]] = []
+        self.attribute_sets: list[dict[str, str]] = [{}]
+        self._attribute_index: dict[tuple[tuple[str, str], ...], int] = {(): 0}
         self._clear_devices()
 
     @property
@@ -176,19 +188,11 @@ class BlockReorderer:
 
     # Switching between the two forms ------------------------------------------------------
 
-    def activate(self) -> bool:
-        """Take over the state of the wrapped reorderer, and return True.
-
-        Return False, and change nothing, when the reorderer keeps an
-        observation with attributes, which the arrays cannot represent.
-        """
+    def activate(self) -> None:
+        """Take over the state of the wrapped reorderer."""
         if self.active:
-            return True
+            return
         buffers = self.reorderer._devices
-        for buffer in buffers.values():
-            kept = [*buffer.pending, *([buffer.last_released] if buffer.last_released is not None else [])]
-            if any(observation.attributes for observation in kept):
-                return False
         self._clear_devices()
         pending: list[Observation] = []
         last: list[Observation] = []
@@ -208,7 +212,6 @@ class BlockReorderer:
         # The arrays are now the only copy of the state, until deactivate() writes it back.
         self.reorderer._devices = {}
         self.active = True
-        return True
 
     def deactivate(self) -> None:
         """Write the state back into the wrapped reorderer and stop holding it."""
@@ -259,6 +262,17 @@ class BlockReorderer:
             self._layout_columns.append([(name, self._metric_index[name]) for name in names])
         return code
 
+    def attribute_code(self, attributes: dict[str, str]) -> int:
+        """Return the code of an attribute set (0 for none), registering new sets."""
+        if not attributes:
+            return 0
+        key = tuple(attributes.items())
+        code = self._attribute_index.get(key)
+        if code is None:
+            code = self._attribute_index[key] = len(self.attribute_sets)
+            self.attribute_sets.append(dict(attributes))
+        return code
+
     def source_code(self, source: str) -> int:
         code = self._source_index.get(source)
         if code is None:
@@ -292,10 +306,11 @@ class BlockReorderer:
         self.last.sources[codes] = rows.sources
         self.last.layouts[codes] = rows.layouts
         self.last.values[codes] = rows.values
+        self.last.attributes[codes] = rows.attributes
         self.has_last[codes] = True
 
     def table_of(self, observations: Sequence[Observation]) -> RowTable:
-        """Return observations without attributes as rows, registering their devices, metrics and sources."""
+        """Return observations as rows, registering their devices, metrics, sources and attribute sets."""
         count = len(observations)
         table = RowTable.empty(self.width)
         if not count:
@@ -315,6 +330,7 @@ class BlockReorderer:
             sources=np.array([self.source_code(observation.source) for observation in observations], dtype=np.int32),
             layouts=np.array(layouts, dtype=np.int32),
             values=values,
+            attributes=np.array([self.attribute_code(observation.attributes) for observation in observations], dtype=np.int32),
         )
 
     def observations(self, rows: RowTable) -> list[Observation]:
@@ -323,14 +339,16 @@ class BlockReorderer:
         names = self.device_names
         sources = self.sources
         columns_of = self._layout_columns
+        attribute_sets = self.attribute_sets
         width = rows.values.shape[1]
-        for device, time, line, source, layout, values in zip(
+        for device, time, line, source, layout, values, attributes in zip(
             rows.devices.tolist(),
             rows.times.tolist(),
             rows.lines.tolist(),
             rows.sources.tolist(),
             rows.layouts.tolist(),
             rows.values.tolist(),
+            rows.attributes.tolist(),
         ):
             metrics = {}
             for name, column in columns_of[layout]:
@@ -338,8 +356,21 @@ class BlockReorderer:
                     value = values[column]
                     if value == value:
                         metrics[name] = value
-            result.append(Observation(names[device], time, metrics, {}, sources[source], None if line == _NO_LINE else line))
+            result.append(
+                Observation(
+                    names[device],
+                    time,
+                    metrics,
+                    dict(attribute_sets[attributes]) if attributes else {},
+                    sources[source],
+                    None if line == _NO_LINE else line,
+                )
+            )
         return result
+
+    def attributes_of(self, rows: RowTable) -> AttributeRows:
+        """Return the attributes of each row, built only for the rows that are read."""
+        return AttributeRows(rows.attributes, self.attribute_sets)
 
     def device_names_of(self, rows: RowTable) -> list[str]:
         """Return the device id of each row."""
@@ -368,6 +399,11 @@ class BlockReorderer:
             mapping[local] = self.device_code(block.device_names[local])
         codes = mapping[block.devices]
         count = block.row_count
+        if block.attributes is None:
+            attributes = np.zeros(count, dtype=np.int32)
+        else:
+            attribute_codes = np.array([self.attribute_code(entry) for entry in block.attribute_sets], dtype=np.int32)
+            attributes = attribute_codes[block.attributes]
         table = RowTable(
             devices=codes,
             times=block.times,
@@ -375,6 +411,7 @@ class BlockReorderer:
             sources=np.full(count, self.source_code(block.source), dtype=np.int32),
             layouts=np.full(count, layout, dtype=np.int32),
             values=values,
+            attributes=attributes,
         )
         return table, codes
 
@@ -732,7 +769,22 @@ def _blank_rows(count: int, width: int) -> RowTable:
         sources=np.zeros(count, dtype=np.int32),
         layouts=np.zeros(count, dtype=np.int32),
         values=np.full((count, width), np.nan),
+        attributes=np.zeros(count, dtype=np.int32),
     )
+
+
+class AttributeRows(Sequence[dict[str, str]]):
+    """The attributes of each row of a :class:`RowTable`, as the row-by-row path has them."""
+
+    def __init__(self, codes: np.ndarray, sets: list[dict[str, str]]) -> None:
+        self.codes = codes
+        self.sets = sets
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    def __getitem__(self, row: int) -> dict[str, str]:  # type: ignore[override]
+        return dict(self.sets[int(self.codes[row])])
 
 
 def _stable_order(codes: np.ndarray) -> np.ndarray:

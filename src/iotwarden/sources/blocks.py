@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -40,7 +40,8 @@ class ObservationBlock:
     absent. Each other item (a field issue or a rejection) is in
     ``other_items`` with its position. Rows and other items are in position
     order, and every position below ``size`` is taken by exactly one of them.
-    Observations of a block carry no attributes.
+    Row ``i`` has the attributes ``attribute_sets[attributes[i]]``; with
+    ``attributes`` None, no row has any.
     """
 
     source: str
@@ -53,6 +54,8 @@ class ObservationBlock:
     positions: np.ndarray
     other_items: list[tuple[int, FieldIssue | Rejection]]
     size: int
+    attributes: np.ndarray | None = None
+    attribute_sets: list[dict[str, str]] = field(default_factory=lambda: [{}])
 
     @property
     def row_count(self) -> int:
@@ -65,11 +68,12 @@ class ObservationBlock:
         for name, value in zip(self.metric_names, self.values[row].tolist()):
             if not math.isnan(value):
                 metrics[name] = value
+        attributes = {} if self.attributes is None else dict(self.attribute_sets[int(self.attributes[row])])
         return Observation(
             self.device_names[int(self.devices[row])],
             float(self.times[row]),
             metrics,
-            {},
+            attributes,
             self.source,
             int(self.lines[row]),
         )
@@ -116,6 +120,8 @@ class ObservationBlock:
             positions=self.positions[rows] - shift,
             other_items=others,
             size=size,
+            attributes=None if self.attributes is None else self.attributes[rows],
+            attribute_sets=self.attribute_sets,
         )
 
 
@@ -123,9 +129,8 @@ def block_from_items(source: str, metric_names: Sequence[str], items: Sequence[I
     """Build the block of ``items``, read from ``source`` with columns ``metric_names``.
 
     Raises:
-        ValueError: an observation has attributes, a metric outside
-            ``metric_names``, another source or no line number, which a
-            block cannot hold.
+        ValueError: an observation has a metric outside ``metric_names``,
+            another source or no line number, which a block cannot hold.
     """
     names = tuple(metric_names)
     column_of = {name: column for column, name in enumerate(names)}
@@ -135,13 +140,15 @@ def block_from_items(source: str, metric_names: Sequence[str], items: Sequence[I
     lines: list[int] = []
     positions: list[int] = []
     rows: list[list[float]] = []
+    attribute_codes: list[int] = []
+    attribute_index: dict[tuple[tuple[str, str], ...], int] = {(): 0}
     others: list[tuple[int, FieldIssue | Rejection]] = []
     for position, item in enumerate(items):
         if type(item) is not Observation:
             others.append((position, item))  # type: ignore[arg-type]
             continue
-        if item.attributes or item.source != source or item.line is None:
-            raise ValueError(f"{item.where}: an observation with attributes or without a line cannot be held in a block")
+        if item.source != source or item.line is None:
+            raise ValueError(f"{item.where}: an observation of another source or without a line cannot be held in a block")
         row = [math.nan] * len(names)
         for name, value in item.metrics.items():
             column = column_of.get(name)
@@ -153,6 +160,7 @@ def block_from_items(source: str, metric_names: Sequence[str], items: Sequence[I
         lines.append(item.line)
         positions.append(position)
         rows.append(row)
+        attribute_codes.append(attribute_index.setdefault(tuple(item.attributes.items()), len(attribute_index)))
     return ObservationBlock(
         source=source,
         metric_names=names,
@@ -164,6 +172,8 @@ def block_from_items(source: str, metric_names: Sequence[str], items: Sequence[I
         positions=np.array(positions, dtype=np.int64),
         other_items=others,
         size=len(items),
+        attributes=np.array(attribute_codes, dtype=np.int32) if len(attribute_index) > 1 else None,
+        attribute_sets=[dict(pairs) for pairs in attribute_index],
     )
 
 

@@ -19,8 +19,9 @@ hold delimiters or line breaks), a NUL byte, a carriage return that does
 not end a line, invalid UTF-8 or a line longer than the csv module's field
 size limit, or when one of its times needs the stateful date layouts of
 :class:`~iotwarden.sources.timeparse.TimeParser`. A whole file goes row by
-row when it has attribute columns, locale number options or sentinel
-codes.
+row when it has locale number options or sentinel codes. Attribute columns
+are read as text, stripped, and kept per row as a code into the block's
+distinct attribute sets.
 """
 
 from __future__ import annotations
@@ -169,12 +170,13 @@ class _ChunkReader:
         self.device_name = layout.columns[layout.device_index] if layout.device_index is not None else None
         self.fixed_device = reader.options.device
         self.time_names = [layout.columns[index] for index in layout.time_indexes]
+        self.attribute_names = [name for name, _ in layout.attribute_columns]
         self.times = TimeColumnParser(reader.time_parser)
         self.lines = _ByteLines(reader.stream)
         self.next_line = head.lines_read() + 1
         self.field_limit = csv.field_size_limit()
 
-        string_columns = [name for name in (self.device_name, *self.time_names) if name is not None]
+        string_columns = [name for name in (self.device_name, *self.time_names, *self.attribute_names) if name is not None]
         self.columns = [*string_columns, *self.metric_names]
         self.number_types = {name: pa.string() for name in string_columns} | {
             name: pa.float64() for name in self.metric_names
@@ -192,8 +194,6 @@ class _ChunkReader:
         reasons = []
         if not (policy.plain_decimal and not policy.sentinel_values):
             reasons.append("locale number options or sentinel codes")
-        if layout.attribute_columns:
-            reasons.append("attribute columns")
         if not metric_indexes or len(set(metric_indexes)) != len(metric_indexes) or set(metric_indexes) & set(roles):
             reasons.append("no metric columns, or metric columns that repeat or hold the device or time")
         if len(head.delimiter) != 1 or not head.delimiter.isascii() or head.delimiter in "\"\r\n":
@@ -292,6 +292,7 @@ class _ChunkReader:
         if columns is None:
             return None
         device_codes, device_names, times, values, usable = columns
+        attribute_codes, attribute_sets = self._attributes(table)
 
         # Lines that the row-by-row conversion handles: wrong field counts, blank lines, unusable rows.
         by_rows = np.ones(line_count, dtype=bool)
@@ -305,7 +306,8 @@ class _ChunkReader:
         self.counters.records += len(fast_lines)
         self.counters.observations += len(fast_lines)
         block = self._assemble(
-            first_line, line_count, fast_lines, device_codes[usable], device_names, times[usable], values[usable], converted
+            first_line, line_count, fast_lines, device_codes[usable], device_names, times[usable], values[usable], converted,
+            None if attribute_codes is None else attribute_codes[usable], attribute_sets,
         )
         return block, line_count
 
@@ -394,6 +396,32 @@ class _ChunkReader:
             usable &= device_codes >= 0
         return device_codes, device_names, times, values, usable
 
+    def _attributes(self, table: pa.Table) -> tuple[np.ndarray | None, list[dict[str, str]]]:
+        """Return each row's code into the distinct attribute sets, and the sets; code 0 is no attributes.
+
+        Values are stripped and empty ones left out, as the row-by-row
+        reader does. Codes are None when the file has no attribute columns.
+        """
+        if not self.attribute_names:
+            return None, [{}]
+        texts = []
+        indices = []
+        for name in self.attribute_names:
+            encoded = pc.dictionary_encode(table.column(name).combine_chunks())
+            texts.append([text.strip() for text in encoded.dictionary.to_pylist()])
+            indices.append(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+        combinations, inverse = np.unique(np.stack(indices, axis=1), axis=0, return_inverse=True)
+        index: dict[tuple[tuple[str, str], ...], int] = {(): 0}
+        code_of = np.empty(len(combinations), dtype=np.int32)
+        for combination, choice in enumerate(combinations.tolist()):
+            pairs = tuple(
+                (name, texts[column][value])
+                for column, (name, value) in enumerate(zip(self.attribute_names, choice))
+                if texts[column][value]
+            )
+            code_of[combination] = index.setdefault(pairs, len(index))
+        return code_of[inverse.reshape(-1)], [dict(pairs) for pairs in index]
+
     def _split_line(self, data: bytes, start: int, stop: int) -> list[str]:
         """Split one line of a plain chunk into fields, as csv.reader does."""
         text = data[start:stop].decode("utf-8")
@@ -411,6 +439,8 @@ class _ChunkReader:
         times: np.ndarray,
         values: np.ndarray,
         converted: dict[int, list[Item]],
+        attribute_codes: np.ndarray | None,
+        attribute_sets: list[dict[str, str]],
     ) -> ObservationBlock:
         """Merge the column-wise rows and the items of the lines converted row by row, in line order."""
         item_counts = np.ones(line_count, dtype=np.int64)
@@ -438,10 +468,15 @@ class _ChunkReader:
             column_of = {name: column for column, name in enumerate(self.metric_names)}
             extra_values = np.full((len(extra), len(self.metric_names)), np.nan)
             extra_codes = np.empty(len(extra), dtype=np.int32)
+            sets = {tuple(attributes.items()): code for code, attributes in enumerate(attribute_sets)}
+            extra_attributes = np.empty(len(extra), dtype=np.int32)
             for row, observation in enumerate(extra):
                 extra_codes[row] = names.setdefault(observation.device, len(names))
+                extra_attributes[row] = sets.setdefault(tuple(observation.attributes.items()), len(sets))
                 for name, value in observation.metrics.items():
                     extra_values[row, column_of[name]] = value
+            attribute_sets = [dict(pairs) for pairs in sets]
+            fast_attributes = np.zeros(len(row_lines), dtype=np.int32) if attribute_codes is None else attribute_codes
             device_names = list(names)
             extra_line_array = np.array(extra_lines, dtype=np.int64)
             order = np.argsort(np.concatenate([row_lines, extra_line_array]), kind="stable")
@@ -452,6 +487,7 @@ class _ChunkReader:
             device_codes = np.concatenate([device_codes, extra_codes])[order]
             times = np.concatenate([times, np.array([item.time for item in extra])])[order]
             values = np.concatenate([values, extra_values])[order]
+            attribute_codes = np.concatenate([fast_attributes, extra_attributes])[order]
 
         return ObservationBlock(
             source=self.source,
@@ -464,6 +500,8 @@ class _ChunkReader:
             positions=positions,
             other_items=others,
             size=int(item_counts.sum()),
+            attributes=attribute_codes,
+            attribute_sets=attribute_sets,
         )
 
 
