@@ -202,17 +202,20 @@ def _resumed_outcome(tmp_path: Path, path: Path, stops: list[int], *, blocks: li
 
 
 @pytest.mark.parametrize(
-    ("stops", "blocks"),
+    ("stops", "blocks", "attributes"),
     [
-        ([1500], [True, True]),
-        ([7, 1501, 900], [True, True, True, True]),
-        ([1200], [True, False]),
-        ([1200], [False, True]),
+        ([1500], [True, True], False),
+        ([7, 1501, 900], [True, True, True, True], False),
+        ([1200], [True, False], False),
+        ([1200], [False, True], False),
+        ([900, 1700], [True, False, True], True),
     ],
-    ids=["blocks", "blocks_three_stops", "blocks_then_items", "items_then_blocks"],
+    ids=["blocks", "blocks_three_stops", "blocks_then_items", "items_then_blocks", "attributes"],
 )
-def test_resume_equals_one_run(tmp_path: Path, small_chunks: None, stops: list[int], blocks: list[bool]) -> None:
-    path = write_fleet(tmp_path / "a.csv", FleetOptions(rows=4000, faults=0.05, seed=41))
+def test_resume_equals_one_run(
+    tmp_path: Path, small_chunks: None, stops: list[int], blocks: list[bool], attributes: bool
+) -> None:
+    path = write_fleet(tmp_path / "a.csv", FleetOptions(rows=4000, faults=0.05, seed=41, attributes=attributes))
     whole = replay_outcome(_by_rows(path), tmp_path, "whole", config=CONFIG)
     resumed = _resumed_outcome(tmp_path, path, stops, blocks=blocks)
     assert_same_outcome(whole, resumed)
