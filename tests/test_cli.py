@@ -11,6 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 from iotwarden.cli import cli
+from iotwarden.decisions.alerts import Alert
+from iotwarden.demo import IncidentMatch
+from iotwarden.observation import format_time
 from iotwarden.simulate import simulate_fleet, write_csv
 from iotwarden.store import AlertStore
 
@@ -111,6 +114,15 @@ def test_missing_file_is_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     assert "nope.csv" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_demo_silence_delay_counts_until_overdue():
+    alert = Alert(
+        device="d", time=1000.0, category="silence", severity="medium", score=3.0, detector="liveness",
+        metrics=[], explanation="", details={"detected_at": format_time(1180.0)},
+    )
+    match = IncidentMatch("inc-0001", "d", "silence", 1005.0, 5000.0, alert)
+    assert match.delay == 175.0
 
 
 def test_demo_catches_injected_incidents(tmp_path):

@@ -35,8 +35,10 @@ def test_rejection_written_as_json_line(tmp_path: Path) -> None:
 def test_field_issue_written(tmp_path: Path) -> None:
     path = tmp_path / "dead.jsonl"
     with DeadLetterWriter(path) as writer:
-        writer.write(FieldIssue("a.csv", 4, "rh", "sentinel value 'off'; the field is treated as missing"))
-    assert _entries(path)[0]["kind"] == "field_issue"
+        writer.write(FieldIssue("a.csv", 4, "rh", "sentinel value 'off'; the field is treated as missing", raw="t,off"))
+    entry = _entries(path)[0]
+    assert entry["kind"] == "field_issue"
+    assert entry["raw"] == "t,off"
 
 
 def test_raw_truncated_to_4_kib_without_splitting_characters(tmp_path: Path) -> None:

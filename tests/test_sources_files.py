@@ -153,7 +153,9 @@ def test_csv_empty_and_null_missing_silently(tmp_path: Path) -> None:
 def test_csv_sentinel_reported(tmp_path: Path) -> None:
     path = _write(tmp_path, "a.csv", "ts,device_id,v,t\n2024-05-01T10:00:00Z,d,1,2\n2024-05-01T10:01:00Z,d,n/a,3\n")
     items = _read(path)
-    assert items[1] == FieldIssue(str(path), 3, "v", "sentinel value 'n/a'; the field is treated as missing")
+    assert items[1] == FieldIssue(
+        str(path), 3, "v", "sentinel value 'n/a'; the field is treated as missing", raw="2024-05-01T10:01:00Z,d,n/a,3"
+    )
 
 
 def test_csv_boolean_only_metric_rejects_row(tmp_path: Path) -> None:

@@ -97,6 +97,7 @@ class FieldIssue:
     line: int | None
     field: str
     reason: str
+    raw: str = ""  # the record the field came from, where the reader has its text
 
     def __str__(self) -> str:
         return f"{_where(self.source, self.line)}: field {self.field!r}: {self.reason}"

@@ -53,9 +53,18 @@ def describe_multivariate(first: Contribution, second: Contribution, rho: float,
 
 
 def describe_silence(gap: float, typical: float, threshold: float, ongoing: bool) -> str:
-    state = "has not reported for" if ongoing else "did not report for"
+    """Explain a silence: one still going on when it was found, or one already over (``gap`` is then its length).
+
+    For an ongoing silence ``gap`` is the time without a report when the
+    engine checked, which in a replay can be long after the silence began.
+    """
+    if ongoing:
+        return (
+            f"device stopped reporting: no report for more than {_duration(threshold)}"
+            f" (typical interval {_duration(typical)}); {_duration(gap)} without a report when checked"
+        )
     return (
-        f"device {state} {_duration(gap)} (typical interval {_duration(typical)},"
+        f"device did not report for {_duration(gap)} (typical interval {_duration(typical)},"
         f" silence after {_duration(threshold)})"
     )
 

@@ -376,7 +376,7 @@ class _CsvReader:
             try:
                 value = self.policy.from_text(name, row[index])
             except MetricValueError as exc:
-                issues.append(FieldIssue(self.source, line, name, exc.reason))
+                issues.append(FieldIssue(self.source, line, name, exc.reason, raw=delimiter.join(row)[:MAX_RAW_CHARS]))
                 if exc.invalid:
                     invalid.append((name, exc.reason))
                 continue

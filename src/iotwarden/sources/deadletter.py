@@ -12,7 +12,8 @@ Fields of a line:
 * ``source``, ``line``, ``field``, ``reason``: as in the Rejection or
   FieldIssue (``line`` and ``field`` may be null).
 * ``raw``: the raw record, truncated to at most :data:`MAX_RAW_BYTES` bytes of
-  UTF-8; ``raw_truncated`` is true when it was cut. Field issues have no raw.
+  UTF-8; ``raw_truncated`` is true when it was cut. A field issue has the
+  record it came from where the reader kept its text, else an empty string.
 
 The file is opened in append mode, and each entry is flushed as it is
 written, so ``tail -f`` shows entries at once and a crash loses at most the
@@ -128,6 +129,7 @@ class DeadLetterWriter:
                 "raw_truncated": truncated,
             }
         if isinstance(item, FieldIssue):
+            raw, truncated = _truncate_utf8(item.raw, self.max_raw_bytes)
             return {
                 "recorded_at": format_time(time.time()),
                 "kind": "field_issue",
@@ -135,8 +137,8 @@ class DeadLetterWriter:
                 "line": item.line,
                 "field": item.field,
                 "reason": item.reason,
-                "raw": "",
-                "raw_truncated": False,
+                "raw": raw,
+                "raw_truncated": truncated,
             }
         raise TypeError(f"expected a Rejection or FieldIssue, got {type(item).__name__}")
 

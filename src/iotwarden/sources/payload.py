@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import logging
 import math
@@ -545,7 +546,8 @@ class PayloadParser:
             counters.observations += 1
             for issue in issues:
                 counters.field_issues[issue.field] += 1
-        items: list[Observation | FieldIssue | Rejection] = list(issues)
+        text = _raw_text(payload) if issues else ""
+        items: list[Observation | FieldIssue | Rejection] = [dataclasses.replace(issue, raw=text) for issue in issues]
         items.append(observation)
         return items
 

@@ -214,7 +214,7 @@ class TimeParser:
             return self._to_epoch(moment)
         raise ValueError(
             f"time {text!r} is not ISO 8601, an epoch number or a known date layout; "
-            "pass time_format (for example '%d.%m.%Y %H:%M:%S')"
+            "give its format with --time-format, or time_format in a configuration file (for example '%d.%m.%Y %H:%M:%S')"
         )
 
 
