@@ -285,7 +285,11 @@ class Reorderer:
     def _set_devices(self, devices: dict[str, _DeviceBuffer]) -> None:
         """Take ``devices`` as the buffers, and queue the devices not yet released as quiet."""
         self._devices = devices
-        queued = sorted((buffer.sequence, index, device) for index, (device, buffer) in enumerate(devices.items()) if buffer.arrived is not None)
+        queued = sorted(
+            (buffer.sequence, index, device)
+            for index, (device, buffer) in enumerate(devices.items())
+            if buffer.arrived is not None
+        )
         self._quiet = OrderedDict((device, None) for _, _, device in queued)
 
     def frontier(self) -> float:
