@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,11 @@ class StorePoller:
 
     def __init__(self, path: Path) -> None:
         self.connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0, check_same_thread=False)
+        # Polls run in worker threads and the server may close the poller while
+        # one is running: closing SQLite under a running statement can crash
+        # the process, so both take this lock.
+        self._lock = threading.Lock()
+        self._closed = False
         self.last_rowid = self._scalar("SELECT COALESCE(MAX(rowid), 0) FROM alerts")
         self.last_action_update = float(self._scalar("SELECT COALESCE(MAX(updated_at), 0) FROM response_actions") or 0.0)
 
@@ -91,10 +97,19 @@ class StorePoller:
             return 0
 
     def close(self) -> None:
-        self.connection.close()
+        """Close the connection, once any poll in progress has finished."""
+        with self._lock:
+            self._closed = True
+            self.connection.close()
 
     def poll(self) -> list[tuple[str, dict[str, Any]]]:
-        """Return ``(event, data)`` pairs for new alerts and changed actions."""
+        """Return ``(event, data)`` pairs for new alerts and changed actions (none once closed)."""
+        with self._lock:
+            if self._closed:
+                return []
+            return self._poll()
+
+    def _poll(self) -> list[tuple[str, dict[str, Any]]]:
         found: list[tuple[str, dict[str, Any]]] = []
         try:
             rows = self.connection.execute(
