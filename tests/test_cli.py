@@ -75,8 +75,10 @@ def test_resume_gives_same_alerts(tmp_path, fleet_csv):
     code, output = invoke("detect", str(fleet_csv), "--store", store, "--state", str(state), "--stop-after", "7777", "--alerts-out", str(part_one))
     assert code == 0
     assert "stopped early" in output
-    code, _ = invoke("detect", str(fleet_csv), "--store", store, "--state", str(state), "--alerts-out", str(part_two))
+    code, output = invoke("detect", str(fleet_csv), "--store", store, "--state", str(state), "--alerts-out", str(part_two))
     assert code == 0
+    assert "resumed after" in output
+    assert "7,777 records" in output
 
     whole = [json.loads(line) for line in whole_out.read_text().splitlines()]
     parts = [json.loads(line) for line in (part_one.read_text() + part_two.read_text()).splitlines()]

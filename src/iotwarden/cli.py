@@ -197,8 +197,10 @@ def detect(
             on_alert, responder = attach_policies(store, policy_path, on_alert=on_alert)
 
         options: dict[str, Any] = {"store": store, "dead_letters": dead_letters, "lateness": lateness, "on_alert": on_alert}
+        resumed_after = 0
         if state_path and Path(state_path).exists():
             replay = Replay.resume(state_path, **options)
+            resumed_after = replay.consumed
             logger.info("resuming from %s after %d records", state_path, replay.consumed)
         else:
             replay = Replay(Engine(config), **options)
@@ -221,7 +223,7 @@ def detect(
             responder.tick()
             responder.close()
         store.finish_run(run_id, summary.to_dict())
-        _print_summary(summary, store_file, dead_letters.path, state_path)
+        _print_summary(summary, store_file, dead_letters.path, state_path, resumed_after)
 
 
 @contextmanager
@@ -288,10 +290,15 @@ def _print_alert(alert: Alert) -> None:
     )
 
 
-def _print_summary(summary: ReplaySummary, store: Path, dead_letters: Path, state_path: str | None) -> None:
+def _print_summary(
+    summary: ReplaySummary, store: Path, dead_letters: Path, state_path: str | None, resumed_after: int = 0
+) -> None:
+    """Print the replay's counts; a resumed replay's counts include the runs before it."""
     table = Table(title="Replay summary" if summary.completed else "Replay summary (stopped early)", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
+    if resumed_after:
+        table.add_row("resumed after", f"{resumed_after:,} records (counts below include them)")
     table.add_row("records read", f"{summary.records:,}")
     table.add_row("observations scored", f"{summary.observations:,}")
     table.add_row("devices", f"{summary.devices:,}")
