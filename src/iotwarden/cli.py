@@ -294,11 +294,12 @@ def _print_summary(
     summary: ReplaySummary, store: Path, dead_letters: Path, state_path: str | None, resumed_after: int = 0
 ) -> None:
     """Print the replay's counts; a resumed replay's counts include the runs before it."""
-    table = Table(title="Replay summary" if summary.completed else "Replay summary (stopped early)", show_header=False)
+    title = "Replay summary" if summary.completed else "Replay summary (stopped early)"
+    if resumed_after:
+        title += f"\nresumed after {resumed_after:,} records; the counts include them"
+    table = Table(title=title, show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
-    if resumed_after:
-        table.add_row("resumed after", f"{resumed_after:,} records (counts below include them)")
     table.add_row("records read", f"{summary.records:,}")
     table.add_row("observations scored", f"{summary.observations:,}")
     table.add_row("devices", f"{summary.devices:,}")
