@@ -358,12 +358,17 @@ def _saved_count(state: Path) -> int:
     return engine.observations + held
 
 
-def test_sigterm_saves_state_and_restart_resumes(tmp_path: Path, broker_port: int, prefix: str) -> None:
+def _service_files(tmp_path: Path, broker_port: int, prefix: str) -> tuple[Path, Path, Path]:
+    """Write a service configuration that reports its status often; return the status, config and log paths."""
     status = tmp_path / "status.json"
     data = _config(tmp_path, broker_port, prefix, status_file=str(status), stats_interval=0.2)
     config_path = tmp_path / "service.yaml"
     config_path.write_text(json.dumps(data))
-    log_path = tmp_path / "service.log"
+    return status, config_path, tmp_path / "service.log"
+
+
+def test_sigterm_saves_state_and_restart_resumes(tmp_path: Path, broker_port: int, prefix: str) -> None:
+    status, config_path, log_path = _service_files(tmp_path, broker_port, prefix)
     state = tmp_path / "state.npz"
 
     first = [_reading(prefix, f"dev-{d}", BASE_TIME + 60 * i, temperature=20.0 + (i * d) % 3) for i in range(20) for d in range(2)]
@@ -597,27 +602,34 @@ def _stop_receiver(receiver: Receiver) -> None:
     receiver.close()
 
 
-@pytest.mark.parametrize("overflow", ["drop_newest", "drop_oldest"])
-def test_receiver_overflow_drops_counted(
-    tmp_path: Path, private_broker: Callable[..., PrivateBroker], prefix: str, overflow: str
-) -> None:
-    broker = private_broker(["max_queued_messages 0"])
-    total = 40_000
+def _flood(
+    receiver: Receiver, broker: PrivateBroker, prefix: str, total: int, done: Callable[[list[Any]], bool]
+) -> list[Any]:
+    """Publish ``total`` readings of one device while the receiver is not read, then drain it until ``done``."""
     readings = [_reading(prefix, "dev-1", BASE_TIME + i, n=float(i)) for i in range(total)]
-    receiver = Receiver(_receiver_config(tmp_path, broker.port, prefix, queue_size=20, overflow=overflow))
     receiver.start()
     try:
         _drain(receiver, lambda entries: receiver.sources[0].connected)
         publisher = Publisher(broker.port)
         publisher.send(readings, chunk=2000)
         publisher.close()
-        # Nothing is read for a while: the pipe fills, then the queue, then the policy drops.
+        # Nothing is read for a while: the pipe fills, then the queue, then the overflow policy acts.
         time.sleep(2)
-        entries = _drain(receiver, lambda entries: len(entries) + receiver.dropped >= total)
-        assert receiver.sources[0].messages == total
+        return _drain(receiver, done)
     finally:
         _stop_receiver(receiver)
 
+
+@pytest.mark.parametrize("overflow", ["drop_newest", "drop_oldest"])
+def test_receiver_overflow_drops_counted(
+    tmp_path: Path, private_broker: Callable[..., PrivateBroker], prefix: str, overflow: str
+) -> None:
+    broker = private_broker(["max_queued_messages 0"])
+    total = 40_000
+    receiver = Receiver(_receiver_config(tmp_path, broker.port, prefix, queue_size=20, overflow=overflow))
+    entries = _flood(receiver, broker, prefix, total, lambda entries: len(entries) + receiver.dropped >= total)
+
+    assert receiver.sources[0].messages == total
     numbers = [int(entry[9][2]["n"]) for entry in entries]
     assert receiver.dropped > 0
     assert len(entries) + receiver.dropped == total
@@ -637,19 +649,10 @@ def test_receiver_block_policy_waits_without_drops(
 ) -> None:
     broker = private_broker(["max_queued_messages 0"])
     total = 40_000
-    readings = [_reading(prefix, "dev-1", BASE_TIME + i, n=float(i)) for i in range(total)]
     config = _receiver_config(tmp_path, broker.port, prefix, queue_size=20, overflow="block", block_timeout=30)
     receiver = Receiver(config)
-    receiver.start()
-    try:
-        _drain(receiver, lambda entries: receiver.sources[0].connected)
-        publisher = Publisher(broker.port)
-        publisher.send(readings, chunk=2000)
-        publisher.close()
-        time.sleep(2)
-        entries = _drain(receiver, lambda entries: len(entries) >= total)
-    finally:
-        _stop_receiver(receiver)
+    entries = _flood(receiver, broker, prefix, total, lambda entries: len(entries) >= total)
+
     assert receiver.dropped == 0
     assert [int(entry[9][2]["n"]) for entry in entries] == list(range(total))
 
@@ -704,11 +707,7 @@ def test_sigterm_while_publishing_loses_nothing(
 
 
 def test_receiver_exits_when_service_killed(tmp_path: Path, broker_port: int, prefix: str) -> None:
-    status = tmp_path / "status.json"
-    data = _config(tmp_path, broker_port, prefix, status_file=str(status), stats_interval=0.2)
-    config_path = tmp_path / "service.yaml"
-    config_path.write_text(json.dumps(data))
-    log_path = tmp_path / "service.log"
+    status, config_path, log_path = _service_files(tmp_path, broker_port, prefix)
     process = _start_subprocess(config_path, log_path)
     try:
         current = _wait_status(status, lambda s: s["receiver"]["alive"] and s["sources"][0]["connected"])

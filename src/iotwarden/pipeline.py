@@ -250,10 +250,9 @@ class Replay:
                 waiting = min((later.time for later in items[position + 1 :] if isinstance(later, Observation)), default=math.inf)
                 self._flush_batch(min(waiting, self.reorderer.frontier()))
 
-    def _route(self, item: Item) -> None:
-        if isinstance(item, Observation):
-            self._route_released([item])
-        elif isinstance(item, Rejection):
+    def _route(self, item: FieldIssue | Rejection) -> None:
+        """Count a rejection or a field issue and write it to the dead-letter file."""
+        if isinstance(item, Rejection):
             self.summary.rejected[item.kind] += 1
             if self.dead_letters is not None:
                 self.dead_letters.write(item)

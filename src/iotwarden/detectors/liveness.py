@@ -81,7 +81,7 @@ class LivenessTracker:
             "first_report": ArraySpec("device", "f8", np.nan),
         }
 
-    def effective_threshold(self, state: ShardState, slots: np.ndarray | slice) -> np.ndarray:
+    def effective_threshold(self, state: ShardState, slots: np.ndarray) -> np.ndarray:
         """Seconds without a report after which each device counts as silent.
 
         ``max(silence_factor * mean, mean + 10 * std, silence_min)`` of its
@@ -91,8 +91,8 @@ class LivenessTracker:
         """
         config = self.config
         return _thresholds(
-            np.atleast_1d(state["interval_mean"][slots]), np.atleast_1d(state["interval_var"][slots]),
-            np.atleast_1d(state["silence_episodes"][slots]), np.atleast_1d(state["silence_longest"][slots]),
+            state["interval_mean"][slots], state["interval_var"][slots],
+            state["silence_episodes"][slots], state["silence_longest"][slots],
             config.silence_factor, config.silence_min, config.routine_episodes,
         )
 
@@ -127,8 +127,8 @@ class LivenessTracker:
 
 
 # Compiled steps ---------------------------------------------------------------
-# Each kernel steps one device at a time. A round contains each device at
-# most once, so looping over its rows in order gives what whole-array code would.
+# Each kernel steps one device at a time. The engine's rounds contain each
+# device at most once, so looping over a round's rows gives what whole-array code would.
 
 
 @numba.njit(cache=True, nogil=True)

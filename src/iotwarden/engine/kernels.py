@@ -22,7 +22,8 @@ __all__ = [
 def plan_rounds(rows, slots, n_slots):
     """Split a shard's rows into rounds in which each slot appears at most once.
 
-    ``slots[k]`` is the slot of ``rows[k]``, below ``n_slots``. A slot's
+    ``slots[k]`` is the slot of ``rows[k]`` and must be below ``n_slots``
+    (not checked: the engine passes its shard's device count). A slot's
     k-th row of the batch goes to round k, and each round lists its rows by
     ascending slot, so a round walks the state arrays forwards. Returns
     ``(ordered, bounds)``: round ``r`` is ``ordered[bounds[r]:bounds[r + 1]]``.
@@ -121,7 +122,7 @@ def channel_transitions(slots, x, corrected, raw, open_state, quiet_state, open_
     a row (``quiet`` counts them, saturating at 255). ``peaking`` marks open
     cells at or above ``open_threshold``. ``counts`` contains the numbers of
     opening, closing, peaking and open cells, so the caller looks for cells
-    only where there are some; all four are 0 when nothing is open or opening.
+    only where there are some. All four are 0 when nothing is open or opening.
     """
     n, m = x.shape
     opening = np.zeros((n, m), dtype=np.bool_)

@@ -508,9 +508,9 @@ class BlockReorderer:
     ) -> bool:
         """Apply :meth:`Reorderer.push` row by row to the devices with rows out of order.
 
-        Marks rejected rows in ``accepted`` and rows that do not advance
-        their device's clock in ``triggers``; returns True when a row was
-        put back in order. ``quiet_at`` and ``quiet_at_start`` give where
+        Marks rejected rows in ``accepted`` (``triggers`` already marks the
+        rows that advance their device's clock) and returns True when a row
+        was put back in order. ``quiet_at`` and ``quiet_at_start`` give where
         the device's rows were released as quiet (see :func:`_quiet_releases`).
         """
         reorderer = self.reorderer
@@ -545,7 +545,7 @@ class BlockReorderer:
                     accepted_times.append(event_time)
                     origins.append(("block", row))
                     continue
-                accepted[row] = triggers[row] = False
+                accepted[row] = False  # _mark_triggers already cleared its trigger
                 item = block.observation(row)
                 behind = latest - event_time
                 if behind > lateness:
